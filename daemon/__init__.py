@@ -1,0 +1,10 @@
+"""hushd: the Hush daemon (offline model, encrypted store, data policies)."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("hushd")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"

@@ -1,0 +1,84 @@
+"""`hushd`: run the daemon in the foreground, logging to stderr."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import load_settings
+from .errors import HushError
+
+# journald reads "<N>" prefixes as syslog levels when stderr is connected to it.
+_JOURNAL_LEVELS = {
+    logging.DEBUG: "<7>",
+    logging.INFO: "<6>",
+    logging.WARNING: "<4>",
+    logging.ERROR: "<3>",
+    logging.CRITICAL: "<2>",
+}
+
+
+class _JournalFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return _JOURNAL_LEVELS.get(record.levelno, "<6>") + super().format(record)
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hushd",
+        description="Run the Hush daemon in the foreground. It serves an offline model over a "
+        "Unix socket; stop it with SIGTERM or Ctrl+C.",
+    )
+    p.add_argument("--config", type=Path, help="YAML settings file (default: "
+                   "$HUSH_CONFIG_DIR/hushd.yaml if it exists)")
+    p.add_argument("--socket", type=Path, help="Unix socket to listen on")
+    p.add_argument("--state-dir", type=Path, help="directory for the encrypted store")
+    p.add_argument("--policy-dir", type=Path, help="directory of YAML data policies")
+    p.add_argument("--model", help="name of an installed model (see `hush model list`)")
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error"])
+    p.add_argument("--version", action="version", version=f"hushd {__version__}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        settings = load_settings(
+            args.config,
+            {
+                "socket": args.socket,
+                "state_dir": args.state_dir,
+                "policy_dir": args.policy_dir,
+                "model": args.model,
+            },
+        )
+        from .server import run  # after argument parsing: loads CTranslate2
+
+        run(settings)
+    except HushError as exc:
+        print(f"hushd: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

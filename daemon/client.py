@@ -1,0 +1,156 @@
+"""Async client for hushd, used by the `hush` UI and command line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, cast
+
+from . import __version__
+from .errors import DaemonUnavailable, HushError
+from .protocol import PROTOCOL_VERSION, DaemonHello, DoneEvent, ErrorEvent, Event, encode
+
+# The daemon's frames are bounded by its own limit; tokens are small, results can be larger.
+_READ_LIMIT = 16 * 1024 * 1024
+
+
+def _unavailable(path: Path, why: str) -> DaemonUnavailable:
+    return DaemonUnavailable(
+        f"hushd is not running on {path} ({why}); start it with `hushd` or `make run`, "
+        "or point --socket / HUSH_SOCKET at the right socket"
+    )
+
+
+class RequestFailed(HushError):
+    """The daemon answered a request with an `error` event."""
+
+
+class Client:
+    def __init__(self, path: Path, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.path = path
+        self._reader = reader
+        self._writer = writer
+        self._ids = itertools.count(1)
+        self._pending: dict[str, asyncio.Queue[Event | BaseException]] = {}
+        self._reader_task: asyncio.Task[None] | None = None
+        self.hello: DaemonHello | None = None
+
+    @classmethod
+    async def connect(cls, path: Path, *, timeout: float = 10.0) -> Client:  # noqa: ASYNC109
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(str(path), limit=_READ_LIMIT), timeout
+            )
+        except FileNotFoundError:
+            raise _unavailable(path, "no socket") from None
+        except ConnectionRefusedError:
+            raise _unavailable(path, "connection refused") from None
+        except PermissionError:
+            raise DaemonUnavailable(f"permission denied on {path}: you are not allowed to use "
+                                    "this daemon's socket", code="forbidden") from None
+        except TimeoutError:
+            raise _unavailable(path, f"no answer within {timeout:g} s") from None
+        client = cls(path, reader, writer)
+        try:
+            await asyncio.wait_for(client._handshake(), timeout)
+        except BaseException:
+            await client.close()
+            raise
+        client._reader_task = asyncio.create_task(client._read_loop())
+        return client
+
+    async def _handshake(self) -> None:
+        self._writer.write(encode({"type": "hello", "protocol": PROTOCOL_VERSION,
+                                   "client": f"hush/{__version__}"}))
+        await self._writer.drain()
+        frame = await self._read_frame()
+        if frame is None:
+            raise _unavailable(self.path, "it closed the connection")
+        if frame.get("type") == "error":
+            error = cast(ErrorEvent, frame)
+            raise RequestFailed(error["message"], code=error["code"])
+        if frame.get("type") != "hello" or frame.get("protocol") != PROTOCOL_VERSION:
+            raise HushError(
+                f"the daemon on {self.path} speaks protocol {frame.get('protocol')!r}, this "
+                f"client {PROTOCOL_VERSION}; install matching versions of hush and hushd",
+                code="protocol_version",
+            )
+        self.hello = cast(DaemonHello, frame)
+
+    async def _read_frame(self) -> dict[str, Any] | None:
+        line = await self._reader.readline()
+        if not line:
+            return None
+        value = json.loads(line)
+        if not isinstance(value, dict):
+            raise HushError("the daemon sent a frame that is not a JSON object", code="bad_frame")
+        return value
+
+    async def _read_loop(self) -> None:
+        failure: BaseException
+        try:
+            while (frame := await self._read_frame()) is not None:
+                request_id = frame.get("id")
+                queue = self._pending.get(request_id) if isinstance(request_id, str) else None
+                if queue is not None:
+                    queue.put_nowait(cast(Event, frame))
+                elif frame.get("type") == "error" and request_id is None:
+                    # A connection-level error (idle timeout, shutdown): fail everyone waiting.
+                    error = cast(ErrorEvent, frame)
+                    for q in self._pending.values():
+                        q.put_nowait(RequestFailed(error["message"], code=error["code"]))
+            failure = DaemonUnavailable("the daemon closed the connection (did it stop?)")
+        except (ConnectionError, ValueError) as exc:
+            failure = DaemonUnavailable(f"lost the connection to the daemon: {exc}")
+        for q in self._pending.values():
+            q.put_nowait(failure)
+
+    async def request(self, method: str, params: dict[str, Any] | None = None,
+                      *, request_id: str | None = None) -> AsyncIterator[Event]:
+        """Send a request and yield its events, ending with `done`; raise on `error`."""
+        rid = request_id or f"r{next(self._ids)}"
+        queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+        self._pending[rid] = queue
+        try:
+            self._writer.write(encode({"id": rid, "method": method, "params": params or {}}))
+            await self._writer.drain()
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if item["type"] == "error":
+                    raise RequestFailed(item["message"], code=item["code"])
+                yield item
+                if item["type"] == "done":
+                    return
+        except ConnectionError as exc:
+            raise DaemonUnavailable(f"lost the connection to the daemon: {exc}") from None
+        finally:
+            self._pending.pop(rid, None)
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A request whose answer is a single `done` event with a result."""
+        async for event in self.request(method, params):
+            if event["type"] == "done":
+                return cast(DoneEvent, event).get("result", {})
+        raise HushError(f"{method}: the daemon ended the request without an answer")
+
+    async def close(self) -> None:
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader_task
+        self._writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self._writer.wait_closed()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()

@@ -1,0 +1,264 @@
+"""One client connection: peer check, hello, request dispatch and streamed answers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from . import __version__
+from .engine.generator import GenerationOptions
+from .errors import HushError
+from .protocol import (
+    PROTOCOL_VERSION,
+    CancelParams,
+    ChatParams,
+    ClientHello,
+    DaemonHello,
+    DoneEvent,
+    FrameReader,
+    ProtocolError,
+    Request,
+    decode,
+    describe_validation,
+    encode,
+    error_event,
+    parse_request,
+)
+from .scheduler import GenerationStats
+
+if TYPE_CHECKING:
+    from .server import Server
+
+log = logging.getLogger("hushd.connection")
+
+
+@dataclass(frozen=True)
+class Peer:
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_credentials(sock: socket.socket) -> Peer:
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return Peer(pid, uid, gid)
+
+
+class Connection:
+    def __init__(
+        self,
+        server: Server,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: Peer,
+    ) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.peer = peer
+        self.tag = uuid.uuid4().hex[:8]
+        self.greeted = False
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.cancels: dict[str, threading.Event] = {}
+        limits = server.settings.limits
+        self.frames = FrameReader(limits.max_frame_bytes)
+
+    # --- sending ---
+
+    async def send(self, frame: object) -> None:
+        if self.writer.is_closing():
+            raise ConnectionResetError("client went away")
+        self.writer.write(encode(frame))
+        await self.writer.drain()
+
+    async def send_error(self, request_id: str | None, code: str, message: str) -> None:
+        with contextlib.suppress(ConnectionError):
+            await self.send(error_event(request_id, code, message))
+
+    # --- main loop ---
+
+    async def run(self) -> None:
+        limits = self.server.settings.limits
+        try:
+            while not self.server.stopping:
+                timeout = None if self.tasks else limits.idle_timeout_s
+                try:
+                    data = await asyncio.wait_for(self.reader.read(65536), timeout)
+                except TimeoutError:
+                    await self.send_error(None, "idle_timeout",
+                                          f"closing a connection idle for {timeout:g} s")
+                    break
+                if not data:
+                    break
+                for item in self.frames.feed(data):
+                    if isinstance(item, ProtocolError):
+                        await self.send_error(None, item.code, item.message)
+                    else:
+                        await self.handle_frame(item)
+        except ConnectionError:
+            pass
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        # A client that vanished mid-stream must not keep the model busy.
+        for event in self.cancels.values():
+            event.set()
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+    async def handle_frame(self, line: bytes) -> None:
+        limits = self.server.settings.limits
+        request_id: str | None = None
+        try:
+            frame = decode(line, max_depth=limits.max_depth)
+            raw_id = frame.get("id")
+            request_id = raw_id if isinstance(raw_id, str) else None
+            if not self.greeted:
+                await self.handle_hello(frame)
+                return
+            request, params = parse_request(frame)
+            if request.id in self.tasks:
+                raise ProtocolError(f"request id {request.id!r} is already in flight",
+                                    code="duplicate_id")
+            if request.method == "cancel":
+                assert isinstance(params, CancelParams)
+                await self.cancel(request.id, params.request_id)
+                return
+            if len(self.tasks) >= limits.max_inflight:
+                raise ProtocolError(
+                    f"too many requests in flight on this connection (limit "
+                    f"{limits.max_inflight}); wait for one to finish",
+                    code="too_many_requests",
+                )
+            self.start(request, params)
+        except HushError as exc:
+            await self.send_error(request_id, exc.code, exc.message)
+
+    async def handle_hello(self, frame: dict[str, Any]) -> None:
+        if frame.get("type") != "hello":
+            raise ProtocolError('the first frame must be {"type": "hello", "protocol": 1}',
+                                code="no_hello")
+        try:
+            hello = ClientHello.model_validate(frame)
+        except ValidationError as exc:
+            raise ProtocolError(describe_validation(exc), code="no_hello") from None
+        if hello.protocol != PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"this daemon speaks protocol {PROTOCOL_VERSION}, the client {hello.protocol}; "
+                "upgrade the older of the two",
+                code="protocol_version",
+            )
+        limits = self.server.settings.limits
+        answer: DaemonHello = {
+            "type": "hello",
+            "protocol": PROTOCOL_VERSION,
+            "daemon": __version__,
+            "model": self.server.settings.model,
+            "limits": {
+                "max_frame_bytes": limits.max_frame_bytes,
+                "max_depth": limits.max_depth,
+                "max_inflight": limits.max_inflight,
+            },
+        }
+        self.greeted = True
+        await self.send(answer)
+
+    # --- requests ---
+
+    def start(self, request: Request, params: object) -> None:
+        handlers: dict[str, Callable[[str, Any], Awaitable[None]]] = {
+            "chat": self.chat,
+            "status": self.status,
+        }
+        handler = handlers[request.method]
+        task = asyncio.create_task(self.run_request(request, handler, params))
+        self.tasks[request.id] = task
+        task.add_done_callback(lambda _t, rid=request.id: self.tasks.pop(rid, None))
+
+    async def run_request(
+        self, request: Request, handler: Callable[[str, Any], Awaitable[None]], params: object
+    ) -> None:
+        started = time.monotonic()
+        try:
+            await handler(request.id, params)
+        except HushError as exc:
+            log.info("request %s %s failed: %s", request.id, request.method, exc.code)
+            await self.send_error(request.id, exc.code, exc.message)
+        except ConnectionError:
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("request %s %s crashed", request.id, request.method)
+            await self.send_error(request.id, "internal",
+                                  "the daemon hit an internal error; see its log")
+        finally:
+            log.debug("request %s %s took %.0f ms", request.id, request.method,
+                      (time.monotonic() - started) * 1000)
+
+    async def cancel(self, cancel_id: str, target: str) -> None:
+        event = self.cancels.get(target)
+        if event is None:
+            raise ProtocolError(f"no request {target!r} is in flight on this connection",
+                                code="not_found")
+        event.set()
+        done: DoneEvent = {"type": "done", "id": cancel_id, "result": {"cancelled": target}}
+        await self.send(done)
+
+    async def chat(self, request_id: str, params: ChatParams) -> None:
+        options = GenerationOptions(**params.options.model_dump())
+        messages = [
+            {"role": "system", "content": params.system or self.server.settings.system_prompt},
+            {"role": "user", "content": params.message},
+        ]
+        stats = GenerationStats()
+        cancel = threading.Event()
+        self.cancels[request_id] = cancel
+        try:
+            stream = self.server.scheduler.generate(messages, options, stats, cancel)
+            async with contextlib.aclosing(stream):
+                async for piece in stream:
+                    await self.send({"type": "token", "id": request_id, "text": piece})
+        finally:
+            self.cancels.pop(request_id, None)
+        done: DoneEvent = {
+            "type": "done",
+            "id": request_id,
+            "finish_reason": stats.finish_reason,
+            "usage": {
+                "prompt_tokens": stats.prompt_tokens,
+                "completion_tokens": stats.completion_tokens,
+            },
+            "timings": {
+                "queued_ms": round(stats.queued_s * 1000, 1),
+                "first_token_ms": round(stats.first_token_s * 1000, 1),
+                "total_ms": round(stats.total_s * 1000, 1),
+                "decode_tokens_per_s": round(stats.decode_tokens_per_s, 2),
+            },
+        }
+        log.info("chat %s/%s: %d+%d tokens, %s, %.1f tok/s", self.tag, request_id,
+                 stats.prompt_tokens, stats.completion_tokens, stats.finish_reason,
+                 stats.decode_tokens_per_s)
+        await self.send(done)
+
+    async def status(self, request_id: str, _params: object) -> None:
+        done: DoneEvent = {"type": "done", "id": request_id, "result": self.server.status()}
+        await self.send(done)

@@ -1,0 +1,1 @@
+"""Everything about the model: GGUF import, tokenizer, chat template, streaming generation."""

@@ -1,0 +1,261 @@
+"""The wire format between hushd and its clients, typed once for both sides.
+
+Newline-delimited JSON over a Unix stream socket (docs/protocol.md). The client speaks first with
+a `hello`; the daemon answers with its own. After that the client sends requests, each with an id
+of its choosing, and the daemon answers every request with zero or more streamed events (`token`,
+`progress`, `policy`) and exactly one terminal event (`done` or `error`) carrying the same id.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal, NotRequired, TypedDict
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import HushError
+
+PROTOCOL_VERSION = 1
+
+# --- limits -----------------------------------------------------------------------------------
+
+DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
+DEFAULT_MAX_DEPTH = 32
+
+
+class ProtocolError(HushError):
+    """A frame the daemon cannot accept. The connection stays usable."""
+
+    code = "bad_request"
+
+
+# --- client -> daemon -------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ClientHello(_Strict):
+    """First frame a client sends."""
+
+    type: Literal["hello"]
+    protocol: int
+    client: str = "unknown"
+
+
+class GenerationParams(_Strict):
+    """Sampling options a client may set; temperature 0 means greedy."""
+
+    max_tokens: int = Field(default=512, ge=1, le=32768)
+    temperature: float = Field(default=0.0, ge=0.0, le=5.0)
+    top_k: int = Field(default=0, ge=0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(default=1.0, gt=0.0)
+    seed: int | None = None
+
+
+class ChatParams(_Strict):
+    """One user turn; `system` replaces the default system prompt."""
+
+    message: str = Field(min_length=1)
+    system: str | None = None
+    options: GenerationParams = GenerationParams()
+
+
+class CancelParams(_Strict):
+    request_id: str
+
+
+class EmptyParams(_Strict):
+    pass
+
+
+METHODS: dict[str, type[_Strict]] = {
+    "chat": ChatParams,
+    "cancel": CancelParams,
+    "status": EmptyParams,
+}
+
+
+class Request(_Strict):
+    """Every frame after the hello."""
+
+    id: str = Field(min_length=1, max_length=128)
+    method: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- daemon -> client -------------------------------------------------------------------------
+
+
+class Limits(TypedDict):
+    max_frame_bytes: int
+    max_depth: int
+    max_inflight: int
+
+
+class DaemonHello(TypedDict):
+    type: Literal["hello"]
+    protocol: int
+    daemon: str
+    model: str
+    limits: Limits
+
+
+class TokenEvent(TypedDict):
+    type: Literal["token"]
+    id: str
+    text: str
+
+
+class Usage(TypedDict):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Timings(TypedDict):
+    queued_ms: float
+    first_token_ms: float
+    total_ms: float
+    decode_tokens_per_s: float
+
+
+class DoneEvent(TypedDict):
+    type: Literal["done"]
+    id: str
+    finish_reason: NotRequired[str]
+    usage: NotRequired[Usage]
+    timings: NotRequired[Timings]
+    result: NotRequired[dict[str, Any]]
+
+
+class ErrorEvent(TypedDict):
+    type: Literal["error"]
+    id: str | None
+    code: str
+    message: str
+
+
+Event = TokenEvent | DoneEvent | ErrorEvent
+
+
+def error_event(request_id: str | None, code: str, message: str) -> ErrorEvent:
+    return {"type": "error", "id": request_id, "code": code, "message": message}
+
+
+# --- encoding ---------------------------------------------------------------------------------
+
+
+def encode(frame: object) -> bytes:
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def _depth(value: object, limit: int) -> int:
+    """Nesting depth of a decoded JSON value, without recursion."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def decode(line: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> dict[str, Any]:
+    """Parse one frame into a JSON object, or raise ProtocolError saying what is wrong."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(
+            f"frame is not valid UTF-8 (byte {exc.start})", code="bad_frame"
+        ) from None
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ProtocolError(
+            f"frame is nested deeper than the limit of {max_depth}", code="too_deep"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"frame is not JSON: {exc.msg} at column {exc.colno}",
+                            code="bad_frame") from None
+    if not isinstance(value, dict):
+        raise ProtocolError("frame must be a JSON object", code="bad_frame")
+    if _depth(value, max_depth) > max_depth:
+        raise ProtocolError(f"frame is nested deeper than the limit of {max_depth}",
+                            code="too_deep")
+    return value
+
+
+def describe_validation(exc: ValidationError, prefix: str = "") -> str:
+    """One line per problem, each naming the field: 'params.options.max_tokens: ...'."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+        parts.append(f"{where or 'frame'}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_request(frame: dict[str, Any]) -> tuple[Request, _Strict]:
+    """Validate a request frame and its params against the method's schema."""
+    try:
+        request = Request.model_validate(frame)
+    except ValidationError as exc:
+        raise ProtocolError(describe_validation(exc)) from None
+    params_type = METHODS.get(request.method)
+    if params_type is None:
+        raise ProtocolError(
+            f"unknown method {request.method!r}; known methods: {', '.join(sorted(METHODS))}",
+            code="unknown_method",
+        )
+    try:
+        params = params_type.model_validate(request.params)
+    except ValidationError as exc:
+        raise ProtocolError(describe_validation(exc, "params")) from None
+    return request, params
+
+
+class FrameReader:
+    """Splits a byte stream into frames, enforcing the frame size limit.
+
+    An oversized frame is skipped up to its newline and reported once, so one bad frame never
+    costs the connection.
+    """
+
+    def __init__(self, max_frame_bytes: int) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self._buffer = bytearray()
+        self._discarding = False
+
+    def feed(self, data: bytes) -> list[bytes | ProtocolError]:
+        out: list[bytes | ProtocolError] = []
+        self._buffer += data
+        while True:
+            newline = self._buffer.find(b"\n")
+            if newline < 0:
+                if len(self._buffer) > self.max_frame_bytes:
+                    if not self._discarding:
+                        out.append(self._too_large())
+                    self._discarding = True
+                    self._buffer.clear()
+                return out
+            line = bytes(self._buffer[:newline])
+            del self._buffer[: newline + 1]
+            if self._discarding:
+                self._discarding = False
+                continue
+            if len(line) > self.max_frame_bytes:
+                out.append(self._too_large())
+            elif line.strip():
+                out.append(line)
+
+    def _too_large(self) -> ProtocolError:
+        return ProtocolError(
+            f"frame exceeds the limit of {self.max_frame_bytes} bytes; send large payloads "
+            "in chunks",
+            code="frame_too_large",
+        )

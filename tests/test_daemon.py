@@ -1,0 +1,235 @@
+"""The real hushd process on a real Unix socket, with the tiny model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hush.daemon.client import Client, RequestFailed
+from hush.daemon.errors import DaemonUnavailable
+
+from .conftest import Daemon
+
+
+class RawConnection:
+    """A bare socket speaking newline-delimited JSON, for sending what clients never would."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(30)
+        self.sock.connect(str(path))
+        self.buffer = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def frame(self) -> dict[str, object]:
+        while b"\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            assert chunk, "daemon closed the connection"
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        value = json.loads(line)
+        assert isinstance(value, dict)
+        return value
+
+    def hello(self) -> dict[str, object]:
+        self.send(b'{"type":"hello","protocol":1}\n')
+        return self.frame()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def test_chat_streams_tokens_then_done_with_usage(tiny_daemon: Daemon) -> None:
+    tiny_daemon.start()
+    async with await Client.connect(tiny_daemon.socket) as client:
+        assert client.hello is not None and client.hello["model"] == "tiny"
+        events = [e async for e in client.request(
+            "chat", {"message": "hello", "options": {"max_tokens": 12}})]
+    tokens = [e for e in events if e["type"] == "token"]
+    done = events[-1]
+    assert done["type"] == "done" and len(tokens) >= 1
+    assert done["usage"]["completion_tokens"] >= len(tokens)
+    assert done["usage"]["completion_tokens"] <= 12
+    assert done["usage"]["prompt_tokens"] > 0
+    assert done["finish_reason"] in {"stop", "length"}
+
+
+def test_socket_is_private(tiny_daemon: Daemon) -> None:
+    tiny_daemon.start()
+    mode = stat.S_IMODE(tiny_daemon.socket.stat().st_mode)
+    assert mode == 0o600
+    assert stat.S_IMODE(tiny_daemon.socket.parent.stat().st_mode) == 0o700
+
+
+def test_bad_frames_get_errors_and_the_connection_keeps_serving(tiny_daemon: Daemon) -> None:
+    tiny_daemon.start()
+    conn = RawConnection(tiny_daemon.socket)
+    conn.send(b'{"id":"1","method":"status"}\n')
+    assert conn.frame()["code"] == "no_hello"
+    assert conn.hello()["type"] == "hello"
+    cases = [
+        (b"this is not json\n", "bad_frame"),
+        (b'{"id":"x","method":"status","params":{}}\xff\n', "bad_frame"),
+        (b"x" * (2 * 1024 * 1024) + b"\n", "frame_too_large"),
+        (b"[" * 10_000 + b"]" * 10_000 + b"\n", "too_deep"),
+        (b'{"id":"2","method":"fly","params":{}}\n', "unknown_method"),
+        (b'{"id":"3","method":"chat","params":{"message":1}}\n', "bad_request"),
+        (b'{"id":"4","method":"chat","params":{"message":"hi","x":1}}\n', "bad_request"),
+    ]
+    for data, code in cases:
+        conn.send(data)
+        frame = conn.frame()
+        assert frame["type"] == "error" and frame["code"] == code, (data[:30], frame)
+        assert frame["message"]
+    conn.send(b'{"id":"5","method":"status","params":{}}\n')
+    frame = conn.frame()
+    assert frame["type"] == "done" and frame["id"] == "5"
+    conn.close()
+
+
+def test_duplicate_request_id_is_rejected(tiny_daemon: Daemon) -> None:
+    tiny_daemon.start()
+    conn = RawConnection(tiny_daemon.socket)
+    conn.hello()
+    chat = b'{"id":"same","method":"chat","params":{"message":"hi","options":{"max_tokens":200}}}\n'
+    conn.send(chat + chat)
+    frames = []
+    while True:
+        frame = conn.frame()
+        frames.append(frame)
+        if frame["type"] == "done":
+            break
+    errors = [f for f in frames if f["type"] == "error"]
+    assert [e["code"] for e in errors] == ["duplicate_id"]
+    conn.close()
+
+
+async def test_cancel_stops_a_generation(tiny_daemon: Daemon) -> None:
+    tiny_daemon.start()
+    async with await Client.connect(tiny_daemon.socket) as client:
+        events = []
+        async for event in client.request(
+            "chat", {"message": "go", "options": {"max_tokens": 4000}}, request_id="long"
+        ):
+            events.append(event)
+            if len(events) == 3:
+                await client.call("cancel", {"request_id": "long"})
+    done = events[-1]
+    assert done["finish_reason"] == "cancelled"
+    assert done["usage"]["completion_tokens"] < 4000
+
+
+async def test_other_clients_are_served_while_one_sends_garbage(tiny_daemon: Daemon) -> None:
+    tiny_daemon.start()
+    bad = RawConnection(tiny_daemon.socket)
+    bad.send(b"\x00\x01garbage without newline" * 1000)
+    async with await Client.connect(tiny_daemon.socket) as client:
+        result = await client.call("status")
+    assert result["model"] == "tiny"
+    bad.close()
+
+
+def test_sigterm_stops_cleanly_and_removes_the_socket(tiny_daemon: Daemon) -> None:
+    tiny_daemon.start()
+    assert tiny_daemon.stop(signal.SIGTERM) == 0
+    assert not tiny_daemon.socket.exists()
+    assert "stopped" in tiny_daemon.log
+
+
+def test_stale_socket_is_replaced_and_live_one_refused(tiny_daemon: Daemon) -> None:
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(tiny_daemon.socket))
+    stale.close()  # the file stays, nobody listens: what a crash leaves behind
+    tiny_daemon.start()
+    second = subprocess.run(tiny_daemon.command(), env=tiny_daemon.env, capture_output=True,
+                            text=True, timeout=60)
+    assert second.returncode != 0
+    assert "already listening" in second.stderr
+    assert tiny_daemon.process is not None and tiny_daemon.process.poll() is None
+
+
+def test_missing_model_says_how_to_pull_it(tiny_daemon: Daemon) -> None:
+    tiny_daemon.model = "no-such-model"
+    result = subprocess.run(tiny_daemon.command(), env=tiny_daemon.env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode != 0
+    assert "hush model pull no-such-model" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_hush_without_daemon_says_how_to_start_it(tiny_daemon: Daemon) -> None:
+    result = tiny_daemon.hush("ask", "hello")
+    assert result.returncode == 3
+    assert "hushd is not running" in result.stderr and "start it" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    status = tiny_daemon.hush("status")
+    assert status.returncode == 3
+
+
+def test_hush_ask_json_prints_events_ending_with_done(tiny_daemon: Daemon) -> None:
+    tiny_daemon.start()
+    result = tiny_daemon.hush("ask", "--json", "--max-tokens", "5", input=None)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events[-1]["type"] == "done"
+    assert {"prompt_tokens", "completion_tokens"} <= set(events[-1]["usage"])
+    assert all(e["type"] == "token" for e in events[:-1])
+
+
+def test_hush_ask_reads_the_prompt_from_stdin(tiny_daemon: Daemon) -> None:
+    tiny_daemon.start()
+    result = tiny_daemon.hush("ask", "--max-tokens", "3", input="from stdin\n")
+    assert result.returncode == 0, result.stderr
+    empty = tiny_daemon.hush("ask", input="   ")
+    assert empty.returncode == 2 and "nothing to ask" in empty.stderr
+
+
+async def test_connection_refused_for_wrong_protocol_version(tiny_daemon: Daemon) -> None:
+    tiny_daemon.start()
+    conn = RawConnection(tiny_daemon.socket)
+    conn.send(b'{"type":"hello","protocol":99}\n')
+    frame = conn.frame()
+    assert frame["code"] == "protocol_version" and "99" in str(frame["message"])
+    conn.close()
+
+
+async def test_client_reports_a_daemon_that_is_gone(tiny_daemon: Daemon) -> None:
+    with pytest.raises(DaemonUnavailable):
+        await Client.connect(tiny_daemon.socket)
+    tiny_daemon.start()
+    client = await Client.connect(tiny_daemon.socket)
+    tiny_daemon.stop(signal.SIGKILL)
+    with pytest.raises((DaemonUnavailable, RequestFailed)):
+        await asyncio.wait_for(client.call("status"), 10)
+    await client.close()
+
+
+def test_no_network_sockets_opened(tiny_daemon: Daemon) -> None:
+    tiny_daemon.start()
+    assert tiny_daemon.process is not None
+    fd_dir = Path(f"/proc/{tiny_daemon.process.pid}/fd")
+    inodes = {os.readlink(fd_dir / fd) for fd in os.listdir(fd_dir)}
+    sockets = {i[len("socket:["):-1] for i in inodes if i.startswith("socket:[")}
+    inet = set()
+    for table in ("tcp", "tcp6", "udp", "udp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            inet.add(line.split()[9])
+    assert sockets and not sockets & inet
+
+
+def test_module_entry_points_exist() -> None:
+    for module in ("hush.daemon", "hush.tui.cli"):
+        result = subprocess.run([sys.executable, "-m", module, "--version"],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and result.stdout.strip()

@@ -1,0 +1,56 @@
+"""The whole path with the real default model: hush -> socket -> hushd -> CTranslate2 -> back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from hush.daemon.client import Client
+
+from .conftest import Daemon
+
+
+def test_hush_ask_answers_paris_and_streams(real_daemon: Daemon) -> None:
+    real_daemon.start()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hush.tui.cli", "--socket", str(real_daemon.socket), "ask",
+         "--max-tokens", "160", "What is the capital of France? Answer, then describe the city."],
+        env=real_daemon.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.read1(64)  # type: ignore[attr-defined]
+    # Streaming: the first bytes reach us while the model is still generating the rest.
+    still_running = proc.poll() is None
+    rest, err = proc.communicate(timeout=180)
+    answer = (first + rest).decode()
+    assert proc.returncode == 0, err.decode()
+    assert "Paris" in answer
+    assert first and still_running
+
+
+async def test_cancel_after_first_tokens_stops_the_real_model(real_daemon: Daemon) -> None:
+    real_daemon.start()
+    async with await Client.connect(real_daemon.socket) as client:
+        events = []
+        async for event in client.request(
+            "chat", {"message": "Write a very long story about a lighthouse keeper.",
+                     "options": {"max_tokens": 400}},
+            request_id="story",
+        ):
+            events.append(event)
+            if len(events) == 2:
+                await client.call("cancel", {"request_id": "story"})
+    done = events[-1]
+    assert done["type"] == "done" and done["finish_reason"] == "cancelled"
+    assert done["usage"]["completion_tokens"] < 100
+
+
+def test_json_events_carry_usage_and_timings(real_daemon: Daemon) -> None:
+    real_daemon.start()
+    result = real_daemon.hush("ask", "--json", "--max-tokens", "8", "Say hello.")
+    assert result.returncode == 0, result.stderr
+    done = json.loads(result.stdout.splitlines()[-1])
+    assert done["type"] == "done"
+    assert done["usage"]["completion_tokens"] == 8 or done["finish_reason"] == "stop"
+    assert done["timings"]["first_token_ms"] > 0

@@ -1,0 +1,1 @@
+"""hush: the terminal UI and command line for the Hush daemon."""

@@ -1,0 +1,189 @@
+"""`hush`: the terminal UI (no arguments) and scriptable subcommands.
+
+Exit status: 0 success; 1 the request failed (the daemon said why); 2 bad usage;
+3 the daemon is not running or cannot be reached; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from hush.daemon import __version__, paths
+from hush.daemon.client import Client
+from hush.daemon.errors import DaemonUnavailable, HushError
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+
+EPILOG = """exit status:
+  0    success
+  1    the request failed; the reason is on stderr
+  2    bad usage
+  3    the daemon is not running or cannot be reached (start it with `hushd`)
+  130  interrupted
+"""
+
+
+def _add_socket(p: argparse.ArgumentParser, *, default: object) -> None:
+    p.add_argument("--socket", type=Path, default=default,
+                   help="daemon socket (default: $HUSH_SOCKET or $XDG_RUNTIME_DIR/hush/hushd.sock)")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hush", description="Talk to your private assistant. With no command, opens the "
+        "terminal UI.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_socket(p, default=None)
+    p.add_argument("--version", action="version", version=f"hush {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help_text, description=help_text, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _add_socket(c, default=argparse.SUPPRESS)
+        return c
+
+    ask = command("ask", "send one prompt (argument or stdin) and stream the answer")
+    ask.add_argument("prompt", nargs="?", help="the prompt; read from stdin when omitted")
+    ask.add_argument("--json", action="store_true", help="print the daemon's events as JSON lines")
+    ask.add_argument("--max-tokens", type=int, default=512)
+    ask.add_argument("--system", help="system prompt for this request")
+    ask.add_argument("--temperature", type=float, default=0.0)
+    ask.add_argument("--seed", type=int)
+
+    status = command("status", "show what the daemon is doing")
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                        help="wait up to SECONDS for the daemon to come up")
+
+    model = command("model", "manage models (pull, import, list, remove)")
+    msub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    pull = msub.add_parser("pull", help="fetch a catalog model and import it")
+    pull.add_argument("name")
+    imp = msub.add_parser("import", help="import a local GGUF file (no network)")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--name", help="name to install it under (default: the file's stem)")
+    imp.add_argument("--quantization", default="int8",
+                     choices=["int8", "int8_float32", "int16", "float32"])
+    msub.add_parser("list", help="list installed models")
+    rm = msub.add_parser("remove", help="delete an installed model")
+    rm.add_argument("name")
+    return p
+
+
+def fail(message: str, status: int = EXIT_FAILED) -> int:
+    print(f"hush: {message}", file=sys.stderr)
+    return status
+
+
+async def ask(socket: Path, args: argparse.Namespace) -> int:
+    prompt = args.prompt if args.prompt is not None else sys.stdin.read()
+    if not prompt.strip():
+        return fail("nothing to ask: give a prompt as an argument or on stdin", EXIT_USAGE)
+    params: dict[str, Any] = {
+        "message": prompt,
+        "options": {"max_tokens": args.max_tokens, "temperature": args.temperature},
+    }
+    if args.seed is not None:
+        params["options"]["seed"] = args.seed
+    if args.system:
+        params["system"] = args.system
+    async with await Client.connect(socket) as client:
+        out = sys.stdout
+        async for event in client.request("chat", params):
+            if args.json:
+                out.write(json.dumps(event, ensure_ascii=False) + "\n")
+            elif event["type"] == "token":
+                out.write(event["text"])
+            out.flush()
+        if not args.json:
+            out.write("\n")
+    return 0
+
+
+async def status(socket: Path, args: argparse.Namespace) -> int:
+    deadline = asyncio.get_running_loop().time() + args.wait
+    while True:
+        try:
+            async with await Client.connect(socket) as client:
+                result = await client.call("status")
+            break
+        except DaemonUnavailable:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise
+            await asyncio.sleep(0.2)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            print(f"{key:>12}: {value}")
+    return 0
+
+
+def model_command(args: argparse.Namespace) -> int:
+    from hush.daemon.engine import catalog
+    from hush.daemon.engine.gguf_import import import_gguf
+
+    layout = paths.CacheLayout.default()
+
+    def progress(message: str) -> None:
+        print(f"hush: {message}", file=sys.stderr, flush=True)
+
+    if args.model_command == "pull":
+        info = catalog.pull(args.name, layout.models, layout.downloads, progress)
+        print(f"{args.name}: ready ({info.architecture}, {info.quantization})")
+    elif args.model_command == "import":
+        name = args.name or args.file.stem
+        dest = layout.models / name
+        if dest.exists():
+            return fail(f"a model named {name!r} is already installed; choose another --name "
+                        f"or `hush model remove {name}` first")
+        layout.models.mkdir(parents=True, exist_ok=True)
+        progress(f"importing {args.file} as {name} ({args.quantization})")
+        info = import_gguf(args.file, dest, quantization=args.quantization)
+        print(f"{name}: ready ({info.architecture}, {info.quantization})")
+    elif args.model_command == "list":
+        models = catalog.installed(layout.models)
+        if not models:
+            print("no models installed; try `hush model pull smollm2-135m`", file=sys.stderr)
+        for info in models:
+            size = sum(f.stat().st_size for f in info.path.iterdir() if f.is_file())
+            print(f"{info.path.name:<24} {info.architecture:<8} {info.quantization:<8} "
+                  f"{size / 1e6:8.1f} MB  ctx {info.context_length}")
+    elif args.model_command == "remove":
+        catalog.remove(args.name, layout.models)
+        print(f"{args.name}: removed")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    socket: Path = args.socket or paths.default_socket()
+    try:
+        if args.command is None:
+            from .app import HushApp
+
+            HushApp(socket).run()
+            return 0
+        if args.command == "model":
+            return model_command(args)
+        runner = {"ask": ask, "status": status}[args.command]
+        return asyncio.run(runner(socket, args))
+    except DaemonUnavailable as exc:
+        return fail(exc.message, EXIT_UNAVAILABLE)
+    except HushError as exc:
+        return fail(exc.message)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
