@@ -10,6 +10,7 @@ import socket
 import stat
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -179,7 +180,7 @@ def test_hush_without_daemon_says_how_to_start_it(tiny_daemon: Daemon) -> None:
 
 def test_hush_ask_json_prints_events_ending_with_done(tiny_daemon: Daemon) -> None:
     tiny_daemon.start()
-    result = tiny_daemon.hush("ask", "--json", "--max-tokens", "5", input=None)
+    result = tiny_daemon.hush("ask", "--json", "--max-tokens", "5", "hello")
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert events[-1]["type"] == "done"
@@ -233,3 +234,35 @@ def test_module_entry_points_exist() -> None:
         result = subprocess.run([sys.executable, "-m", module, "--version"],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and result.stdout.strip()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_peer_with_another_uid_is_refused(tiny_daemon: Daemon) -> None:
+    # Open the socket's permissions so only SO_PEERCRED stands between "nobody" and the daemon.
+    tiny_daemon.socket.parent.chmod(0o755)
+    tiny_daemon.socket.parent.parent.chmod(0o755)
+    (tiny_daemon.config_dir / "hushd.yaml").write_text("socket_mode: 0666\n")
+    tiny_daemon.start()
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():  # 3.12+ warns about fork with threads; the child only
+        warnings.simplefilter("ignore", DeprecationWarning)  # does socket calls, then _exit
+        pid = os.fork()
+    if pid == 0:  # child: become nobody, connect, report what the daemon said
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            conn = RawConnection(tiny_daemon.socket)
+            conn.send(b'{"type":"hello","protocol":1}\n')
+            os.write(write_end, json.dumps(conn.frame()).encode())
+        except BaseException as exc:
+            os.write(write_end, json.dumps({"crash": repr(exc)}).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end) as pipe:
+        answer = json.loads(pipe.read())
+    assert answer.get("code") == "forbidden", answer
+    assert "uid 65534" in answer["message"]
+    assert "refused connection from uid 65534" in tiny_daemon.log
