@@ -45,7 +45,9 @@ run: model
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check daemon tui tests
-	$(BIN)/mypy
+	@# mypy cannot follow setuptools' package-dir mapping; give it the import layout.
+	@mkdir -p .mypy-src/hush && ln -sfn ../../daemon .mypy-src/hush/daemon && ln -sfn ../../tui .mypy-src/hush/tui
+	MYPYPATH=.mypy-src $(BIN)/mypy -p hush.daemon -p hush.tui
 
 test: $(VENV)/.installed-test
 	$(BIN)/hush model pull $(MODEL)

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from . import __version__
 from .errors import DaemonUnavailable, HushError
-from .protocol import PROTOCOL_VERSION, DaemonHello, DoneEvent, ErrorEvent, Event, encode
+from .protocol import PROTOCOL_VERSION, DaemonHello, ErrorEvent, Event, encode
 
 # The daemon's frames are bounded by its own limit; tokens are small, results can be larger.
 _READ_LIMIT = 16 * 1024 * 1024
@@ -137,7 +137,7 @@ class Client:
         """A request whose answer is a single `done` event with a result."""
         async for event in self.request(method, params):
             if event["type"] == "done":
-                return cast(DoneEvent, event).get("result", {})
+                return event.get("result", {})
         raise HushError(f"{method}: the daemon ended the request without an answer")
 
     async def close(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import struct
@@ -191,7 +192,10 @@ class Connection:
         handler = handlers[request.method]
         task = asyncio.create_task(self.run_request(request, handler, params))
         self.tasks[request.id] = task
-        task.add_done_callback(lambda _t, rid=request.id: self.tasks.pop(rid, None))
+        task.add_done_callback(functools.partial(self._forget, request.id))
+
+    def _forget(self, request_id: str, _task: object) -> None:
+        self.tasks.pop(request_id, None)
 
     async def run_request(
         self, request: Request, handler: Callable[[str, Any], Awaitable[None]], params: object

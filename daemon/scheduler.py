@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from .engine.generator import Engine, GenerationOptions
@@ -60,7 +60,7 @@ class Scheduler:
         options: GenerationOptions,
         stats: GenerationStats,
         cancel: threading.Event,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Yield text pieces; fill `stats` as it goes. Closing the iterator stops compute."""
         if self._waiting >= self.max_queued:
             raise HushError(
@@ -93,7 +93,7 @@ class Scheduler:
                     put(piece)
                 stats.prompt_tokens = generation.prompt_tokens
                 stats.completion_tokens = generation.completion_tokens
-                stats.finish_reason = generation.finish_reason
+                stats.finish_reason = generation.finish_reason or "stop"
                 stats.total_s = time.monotonic() - begun
                 put(None)
             except BaseException as exc:  # handed to the loop, re-raised there

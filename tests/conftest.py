@@ -34,6 +34,12 @@ def real_cache() -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """The verified SmolLM2 GGUF from the machine's download cache."""
+    return catalog.fetch_gguf(REAL_MODEL, paths.CacheLayout.default().downloads)
+
+
+@pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cache holding a tiny random-weight model: loads and streams in milliseconds."""
     root = tmp_path_factory.mktemp("cache")

@@ -34,6 +34,7 @@ class HushApp(App[None]):
         self.socket = socket
         self.client: Client | None = None
         self.request_id: str | None = None
+        self.model_name = "?"
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -62,8 +63,8 @@ class HushApp(App[None]):
             self.set_status("disconnected")
             self.notify(exc.message, title="Cannot reach hushd", severity="error", timeout=8)
             return None
-        hello = self.client.hello or {}
-        self.set_status(f"model {hello.get('model', '?')} · connected")
+        self.model_name = self.client.hello["model"] if self.client.hello else "?"
+        self.set_status(f"model {self.model_name} · connected")
         return self.client
 
     async def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -93,12 +94,13 @@ class HushApp(App[None]):
                 if event["type"] == "token":
                     await stream.write(event["text"])
                 elif event["type"] == "done":
-                    speed = event.get("timings", {}).get("decode_tokens_per_s", 0.0)
-                    usage = event.get("usage", {})
+                    timings = event.get("timings")
+                    speed = timings["decode_tokens_per_s"] if timings else 0.0
+                    usage = event.get("usage")
+                    tokens = usage["completion_tokens"] if usage else 0
                     reason = event.get("finish_reason", "stop")
                     self.set_status(
-                        f"model {(client.hello or {}).get('model', '?')} · "
-                        f"{usage.get('completion_tokens', 0)} tokens · {speed:.1f} tok/s"
+                        f"model {self.model_name} · {tokens} tokens · {speed:.1f} tok/s"
                         + (" · stopped" if reason == "cancelled" else "")
                     )
         except HushError as exc:

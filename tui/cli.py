@@ -152,9 +152,9 @@ def model_command(args: argparse.Namespace) -> int:
         models = catalog.installed(layout.models)
         if not models:
             print("no models installed; try `hush model pull smollm2-135m`", file=sys.stderr)
-        for info in models:
-            size = sum(f.stat().st_size for f in info.path.iterdir() if f.is_file())
-            print(f"{info.path.name:<24} {info.architecture:<8} {info.quantization:<8} "
+        for name, info in models.items():
+            size = sum(f.stat().st_size for f in (layout.models / name).iterdir() if f.is_file())
+            print(f"{name:<24} {info.architecture:<8} {info.quantization:<8} "
                   f"{size / 1e6:8.1f} MB  ctx {info.context_length}")
     elif args.model_command == "remove":
         catalog.remove(args.name, layout.models)

@@ -146,11 +146,12 @@ def remove(name: str, models_dir: Path) -> None:
     shutil.rmtree(doomed)
 
 
-def installed(models_dir: Path) -> list[ModelInfo]:
+def installed(models_dir: Path) -> dict[str, ModelInfo]:
+    """Installed models by name; half-written or hidden directories are not models."""
     if not models_dir.is_dir():
-        return []
-    found = []
-    for child in sorted(models_dir.iterdir()):
-        if not child.name.startswith(".") and (child / "hush-model.json").exists():
-            found.append(ModelInfo.load(child))
-    return found
+        return {}
+    return {
+        child.name: ModelInfo.load(child)
+        for child in sorted(models_dir.iterdir())
+        if not child.name.startswith(".") and (child / "hush-model.json").exists()
+    }

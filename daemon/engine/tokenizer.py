@@ -1,0 +1,273 @@
+"""Tokenizers: rebuilt from GGUF metadata at import time, wrapped for the engine at run time.
+
+A GGUF file carries its vocabulary as plain lists (tokens, token types, merges). At import we
+turn those into a `tokenizer.json` for the `tokenizers` library so that run time never needs
+the GGUF again. At run time `Tokenizer` encodes prompts and `StreamDecoder` turns generated ids
+into text one token at a time without ever emitting half a UTF-8 character.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import tokenizers
+from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
+
+from .errors import ModelError, UnsupportedModelError
+
+TOKENIZER_FILE = "tokenizer.json"
+
+# GGUF token types (gguf.TokenType); repeated here so this module does not need gguf at run time.
+TOKEN_NORMAL = 1
+TOKEN_UNKNOWN = 2
+TOKEN_CONTROL = 3
+TOKEN_USER_DEFINED = 4
+TOKEN_UNUSED = 5
+TOKEN_BYTE = 6
+
+# The split regexes llama.cpp applies before byte-level BPE, keyed by `tokenizer.ggml.pre`.
+# They come from the models' own tokenizer.json files; a wrong one silently changes how
+# numbers and punctuation are tokenized, so unknown names fall back to GPT-2's with care.
+_GPT2_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+_LLAMA3_SPLIT = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"""
+    r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+_QWEN2_SPLIT = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
+    r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+
+
+def _byte_level_pre_tokenizer(pre: str) -> pre_tokenizers.PreTokenizer:
+    if pre in ("smollm", "starcoder", "refact"):
+        # SmolLM2's tokenizer.json: digits one by one, then GPT-2 byte-level splitting.
+        return pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Digits(individual_digits=True),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+            ]
+        )
+    regex = {
+        "llama-bpe": _LLAMA3_SPLIT,
+        "llama3": _LLAMA3_SPLIT,
+        "qwen2": _QWEN2_SPLIT,
+        "deepseek-r1-qwen": _QWEN2_SPLIT,
+    }.get(pre)
+    if regex is None:
+        if pre not in ("default", "gpt-2", "gpt2", ""):
+            raise UnsupportedModelError(
+                f"The GGUF uses the byte-level pre-tokenizer {pre!r}, which Hush does not "
+                "know yet (known: smollm, llama-bpe, qwen2, gpt-2). Use a GGUF of a supported "
+                "model family."
+            )
+        return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class GGUFVocab:
+    """The tokenizer part of a GGUF file's metadata."""
+
+    model: str  # tokenizer.ggml.model: "gpt2" (byte-level BPE) or "llama" (SentencePiece)
+    pre: str  # tokenizer.ggml.pre
+    tokens: list[str]
+    token_types: list[int]
+    merges: list[str]
+    scores: list[float]
+
+
+def build_tokenizer_json(vocab: GGUFVocab) -> str:
+    """Return a `tokenizer.json` document equivalent to the GGUF vocabulary."""
+    if vocab.model == "gpt2":
+        return _build_byte_level_bpe(vocab).to_str()
+    if vocab.model == "llama":
+        # SentencePiece vocabularies (Gemma, Llama 2, Mistral): to be rebuilt as a
+        # sentencepiece ModelProto from tokens, scores and types (see docs/MODELS.md).
+        raise UnsupportedModelError(
+            "This GGUF has a SentencePiece vocabulary (tokenizer.ggml.model = 'llama'), which "
+            "Hush cannot import yet. Models with byte-level BPE vocabularies (SmolLM2, "
+            "Llama 3, Qwen 2.5) are supported."
+        )
+    raise UnsupportedModelError(
+        f"Unsupported tokenizer type {vocab.model!r} in the GGUF (tokenizer.ggml.model). "
+        "Hush supports 'gpt2' (byte-level BPE) vocabularies."
+    )
+
+
+def _build_byte_level_bpe(vocab: GGUFVocab) -> tokenizers.Tokenizer:
+    ids: dict[str, int] = {}
+    for i, token in enumerate(vocab.tokens):
+        # Some GGUFs repeat a padding string; the first id is the one text maps to.
+        ids.setdefault(token, i)
+    merges: list[tuple[str, str]] = []
+    for merge in vocab.merges:
+        left, sep, right = merge.partition(" ")
+        if not sep:
+            raise ModelError(f"The GGUF has a malformed BPE merge {merge!r}; the file is damaged.")
+        merges.append((left, right))
+    tok = tokenizers.Tokenizer(
+        models.BPE(vocab=ids, merges=merges, fuse_unk=False, byte_fallback=False)
+    )
+    tok.pre_tokenizer = _byte_level_pre_tokenizer(vocab.pre)
+    tok.decoder = decoders.ByteLevel()
+    added = [
+        AddedToken(
+            token,
+            special=kind == TOKEN_CONTROL,
+            normalized=False,
+            single_word=False,
+            lstrip=False,
+            rstrip=False,
+        )
+        for token, kind in zip(vocab.tokens, vocab.token_types, strict=True)
+        if kind in (TOKEN_CONTROL, TOKEN_USER_DEFINED)
+    ]
+    tok.add_tokens(added)
+    return tok
+
+
+@lru_cache(maxsize=1)
+def byte_decoder() -> dict[str, int]:
+    """GPT-2's reversible byte <-> printable character map, reversed."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    chars = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(printable, chars, strict=True)}
+
+
+class StreamDecoder:
+    """Turns generated token ids into text, one token at a time.
+
+    Byte-level and byte-fallback vocabularies split multi-byte characters (emoji, CJK) over
+    several tokens. An incremental UTF-8 decoder holds those bytes back until the character
+    is complete, so every piece handed to a client is valid text and never ends in U+FFFD.
+    """
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, token_id: int) -> str:
+        """Text completed by this token ("" while a character is still incomplete)."""
+        return self._utf8.decode(self._tokenizer.token_bytes(token_id))
+
+    @property
+    def pending(self) -> bool:
+        """True while bytes of an unfinished character are held back."""
+        buffered, _ = self._utf8.getstate()
+        return bool(buffered)
+
+
+class Tokenizer:
+    """The run-time tokenizer of an imported model."""
+
+    def __init__(self, backend: tokenizers.Tokenizer) -> None:
+        self._backend = backend
+        document = json.loads(backend.to_str())
+        decoder = document.get("decoder") or {}
+        self._byte_level = decoder.get("type") == "ByteLevel"
+        self._special: dict[str, int] = {}
+        self._added: dict[int, str] = {}
+        for entry in document.get("added_tokens", []):
+            self._added[int(entry["id"])] = entry["content"]
+            if entry.get("special"):
+                self._special[entry["content"]] = int(entry["id"])
+        self._special_ids = frozenset(self._special.values())
+        self._bytes_cache: dict[int, bytes] = {}
+
+    @classmethod
+    def load(cls, model_dir: Path) -> Tokenizer:
+        path = Path(model_dir) / TOKENIZER_FILE
+        if not path.is_file():
+            raise ModelError(
+                f"{model_dir} has no {TOKENIZER_FILE}. Import the model again from its GGUF file."
+            )
+        try:
+            return cls(tokenizers.Tokenizer.from_file(str(path)))
+        except Exception as exc:  # the tokenizers library raises plain Exception subclasses
+            raise ModelError(
+                f"{path} cannot be read ({exc}). Import the model again from its GGUF file."
+            ) from exc
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._backend.get_vocab_size(with_added_tokens=True))
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        """Control tokens (`<|im_start|>`, ...) by string."""
+        return dict(self._special)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids for text; special-token strings in the text map to their ids.
+
+        No BOS is added here: the engine decides that, because chat templates often
+        write it themselves.
+        """
+        return list(self._backend.encode(text, add_special_tokens=False).ids)
+
+    def decode(self, ids: Sequence[int], *, skip_special: bool = True) -> str:
+        if not skip_special:
+            return str(self._backend.decode(list(ids), skip_special_tokens=False))
+        data = b"".join(self.token_bytes(i) for i in ids)
+        return data.decode("utf-8", errors="replace")
+
+    def id_to_token(self, token_id: int) -> str:
+        token = self._backend.id_to_token(token_id)
+        if token is None:
+            raise ModelError(f"Token id {token_id} is outside the vocabulary ({self.vocab_size}).")
+        return str(token)
+
+    def token_to_id(self, token: str) -> int | None:
+        token_id = self._backend.token_to_id(token)
+        return None if token_id is None else int(token_id)
+
+    def is_special(self, token_id: int) -> bool:
+        return token_id in self._special_ids
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The raw bytes a token stands for; b"" for control tokens."""
+        cached = self._bytes_cache.get(token_id)
+        if cached is None:
+            cached = self._compute_token_bytes(token_id)
+            self._bytes_cache[token_id] = cached
+        return cached
+
+    def _compute_token_bytes(self, token_id: int) -> bytes:
+        if token_id in self._special_ids:
+            return b""
+        if token_id in self._added:
+            return self._added[token_id].encode("utf-8")
+        token = self.id_to_token(token_id)
+        if self._byte_level:
+            table = byte_decoder()
+            if all(c in table for c in token):
+                return bytes(table[c] for c in token)
+            return token.encode("utf-8")
+        # SentencePiece conventions: <0xAB> is a raw byte, U+2581 stands for a space.
+        if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+            return bytes([int(token[3:5], 16)])
+        return token.replace("\u2581", " ").encode("utf-8")
+
+    def stream_decoder(self) -> StreamDecoder:
+        return StreamDecoder(self)
