@@ -67,7 +67,9 @@ class Client:
     async def _handshake(self) -> None:
         self._writer.write(encode({"type": "hello", "protocol": PROTOCOL_VERSION,
                                    "client": f"hush/{__version__}"}))
-        await self._writer.drain()
+        with contextlib.suppress(ConnectionError):
+            # A daemon that refuses us writes why and closes; read that rather than EPIPE.
+            await self._writer.drain()
         frame = await self._read_frame()
         if frame is None:
             raise _unavailable(self.path, "it closed the connection")

@@ -61,6 +61,10 @@ class Settings(BaseModel):
     """Name of the model in <cache_dir>/models to serve."""
     intra_threads: int = Field(default=0, ge=0)
     """CTranslate2 threads per generation; 0 uses the value the import probe measured."""
+    decode_workers: int = Field(default=2, ge=1, le=64)
+    """Batches decoded at the same time (CTranslate2 inter_threads); each uses intra_threads."""
+    max_batch: int = Field(default=8, ge=1, le=64)
+    """Most sequences decoded together in one batch."""
     system_prompt: str = "You are a helpful assistant."
     """Used when a request names none. Small models answer best with a short, plain one."""
     shutdown_grace_s: float = Field(default=10.0, ge=0)

@@ -228,7 +228,8 @@ class Connection:
         await self.send(done)
 
     async def chat(self, request_id: str, params: ChatParams) -> None:
-        options = GenerationOptions(**params.options.model_dump())
+        fields = params.options.model_dump()
+        options = GenerationOptions(**{**fields, "stop": tuple(fields["stop"])})
         messages = [
             {"role": "system", "content": params.system or self.server.settings.system_prompt},
             {"role": "user", "content": params.message},
@@ -237,7 +238,8 @@ class Connection:
         cancel = threading.Event()
         self.cancels[request_id] = cancel
         try:
-            stream = self.server.scheduler.generate(messages, options, stats, cancel)
+            stream = self.server.scheduler.generate(self.peer.uid, messages, options, stats,
+                                                    cancel)
             async with contextlib.aclosing(stream):
                 async for piece in stream:
                     await self.send({"type": "token", "id": request_id, "text": piece})

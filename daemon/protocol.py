@@ -53,6 +53,7 @@ class GenerationParams(_Strict):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     repetition_penalty: float = Field(default=1.0, gt=0.0)
     seed: int | None = None
+    stop: list[str] = Field(default_factory=list, max_length=8)
 
 
 class ChatParams(_Strict):

@@ -1,20 +1,25 @@
-"""Runs generations on the model, off the event loop, one stream at a time (for now).
+"""Queues generations fairly and decodes them in CTranslate2 batches, off the event loop.
 
-The engine blocks, so each generation runs in a worker thread and hands text back to the loop
-with `call_soon_threadsafe`. Waiting generations are bounded: past `max_queued` a request gets a
-`busy` error instead of an unbounded wait. Dynamic batching across clients replaces the single
-slot in a later change (see docs/protocol.md).
+Waiting generations sit in one queue per peer uid; a free worker takes the next ticket from
+each peer in turn (round robin, so one busy client cannot starve the others) until it has a
+batch of up to `max_batch` with the same sampling options, then decodes the batch in a thread.
+Each sequence still streams and stops on its own. CTranslate2 cannot add a sequence to a batch
+that is already decoding, so a request that arrives while every worker is busy waits for the
+next batch. Past `max_queued` waiting generations a request gets `busy` instead of an
+unbounded wait.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import threading
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
-from .engine.generator import Engine, GenerationOptions
+from .engine.generator import Engine, GenerationOptions, Job
 from .errors import HushError
 
 
@@ -24,7 +29,9 @@ class GenerationStats:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    dropped_turns: int = 0
     finish_reason: str = "stop"
+    batch_size: int = 0
     queued_s: float = 0.0
     first_token_s: float = 0.0
     total_s: float = 0.0
@@ -37,85 +44,149 @@ class GenerationStats:
         return (self.completion_tokens - 1) / decode_s
 
 
-@dataclass
-class _Stream:
-    queue: asyncio.Queue[str | BaseException | None] = field(default_factory=asyncio.Queue)
+_DONE = object()
+
+
+@dataclass(eq=False)
+class _Ticket:
+    peer: int
+    job: Job
+    queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
+    enqueued: float = field(default_factory=time.monotonic)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    batch_size: int = 0
 
 
 class Scheduler:
-    def __init__(self, engine: Engine, *, max_queued: int) -> None:
+    def __init__(self, engine: Engine, *, max_queued: int, workers: int = 1,
+                 max_batch: int = 8) -> None:
         self.engine = engine
         self.max_queued = max_queued
-        self._slot = asyncio.Lock()
-        self._waiting = 0
+        self.max_batch = max_batch
+        self._queues: collections.OrderedDict[int, collections.deque[_Ticket]] = (
+            collections.OrderedDict()
+        )
+        self._wakeup = asyncio.Event()
+        self._worker_count = workers
+        self._workers: list[asyncio.Task[None]] = []
         self.active = 0
+
+    def start(self) -> None:
+        self._workers = [asyncio.create_task(self._work(), name=f"hush-decoder-{i}")
+                         for i in range(self._worker_count)]
 
     @property
     def waiting(self) -> int:
-        return self._waiting
+        return sum(len(q) for q in self._queues.values())
+
+    async def close(self) -> None:
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
 
     async def generate(
         self,
+        peer: int,
         messages: list[dict[str, str]],
         options: GenerationOptions,
         stats: GenerationStats,
         cancel: threading.Event,
     ) -> AsyncGenerator[str, None]:
-        """Yield text pieces; fill `stats` as it goes. Closing the iterator stops compute."""
-        if self._waiting >= self.max_queued:
+        """Yield text pieces; fill `stats`. Closing the iterator cancels the generation."""
+        if self.waiting >= self.max_queued:
             raise HushError(
-                f"the model is busy: {self._waiting} requests are already waiting "
+                f"the model is busy: {self.waiting} requests are already waiting "
                 f"(limit {self.max_queued}); try again shortly",
                 code="busy",
             )
         loop = asyncio.get_running_loop()
-        started = time.monotonic()
-        self._waiting += 1
+        prompt = await asyncio.to_thread(self.engine.fit_prompt, messages, options.max_tokens)
+        stats.dropped_turns = prompt.dropped_turns
+        ticket: _Ticket
+
+        def emit(text: str) -> None:  # called on the decoding thread
+            loop.call_soon_threadsafe(ticket.queue.put_nowait, text)
+
+        job = Job(self.engine, prompt.ids, options, emit, cancel)
+        ticket = _Ticket(peer, job)
+        self._queues.setdefault(peer, collections.deque()).append(ticket)
+        self._wakeup.set()
+        item: object = None
         try:
-            await self._slot.acquire()
-        finally:
-            self._waiting -= 1
-        stream = _Stream()
-        self.active += 1
-        stats.queued_s = time.monotonic() - started
-
-        def put(item: str | BaseException | None) -> None:
-            loop.call_soon_threadsafe(stream.queue.put_nowait, item)
-
-        def work() -> None:
-            try:
-                prompt = self.engine.prompt_ids(messages)
-                generation = self.engine.stream(prompt, options, cancel=cancel)
-                begun = time.monotonic()
-                for piece in generation:
-                    if stats.first_token_s == 0.0:
-                        stats.first_token_s = time.monotonic() - begun
-                    put(piece)
-                stats.prompt_tokens = generation.prompt_tokens
-                stats.completion_tokens = generation.completion_tokens
-                stats.finish_reason = generation.finish_reason or "stop"
-                stats.total_s = time.monotonic() - begun
-                put(None)
-            except BaseException as exc:  # handed to the loop, re-raised there
-                put(exc)
-
-        worker = loop.run_in_executor(None, work)
-
-        def release(_: object) -> None:
-            # The slot frees when compute has really stopped, not when the consumer left.
-            self.active -= 1
-            self._slot.release()
-
-        worker.add_done_callback(release)
-        try:
-            while True:
-                item = await stream.queue.get()
-                if item is None:
-                    break
+            while (item := await ticket.queue.get()) is not _DONE:
                 if isinstance(item, BaseException):
                     raise item
+                assert isinstance(item, str)
                 yield item
         finally:
-            # Consumer gone (done, error, cancelled, client vanished): stop the model too.
-            cancel.set()
-            await asyncio.shield(worker)
+            cancel.set()  # a consumer that left early stops compute at the next step
+            self._forget(ticket)
+            if ticket.started.is_set():
+                # Wait for the decoder to let go of this job, so counts are final.
+                while item is not _DONE and not isinstance(item, BaseException):
+                    item = await ticket.queue.get()
+            stats.prompt_tokens = job.prompt_tokens
+            stats.completion_tokens = job.completion_tokens
+            stats.finish_reason = job.finish_reason or "cancelled"
+            stats.batch_size = ticket.batch_size
+            if job.start_time is not None:
+                stats.queued_s = job.start_time - ticket.enqueued
+                end = job.end_time or time.monotonic()
+                stats.total_s = end - job.start_time
+                if job.first_token_time is not None:
+                    stats.first_token_s = job.first_token_time - job.start_time
+
+    def _forget(self, ticket: _Ticket) -> None:
+        waiting = self._queues.get(ticket.peer)
+        if waiting is not None and ticket in waiting:
+            waiting.remove(ticket)
+            ticket.queue.put_nowait(_DONE)
+            if not waiting:
+                del self._queues[ticket.peer]
+
+    def _next_batch(self) -> list[_Ticket]:
+        """Round robin over peers, taking tickets that share the first one's options."""
+        batch: list[_Ticket] = []
+        key = None
+        progress = True
+        while progress and len(batch) < self.max_batch:
+            progress = False
+            for peer in list(self._queues):
+                waiting = self._queues[peer]
+                for ticket in waiting:
+                    if key is None or ticket.job.options.batch_key() == key:
+                        key = ticket.job.options.batch_key()
+                        waiting.remove(ticket)
+                        batch.append(ticket)
+                        progress = True
+                        break
+                if not waiting:
+                    del self._queues[peer]
+                else:
+                    self._queues.move_to_end(peer)  # this peer had its turn
+                if len(batch) >= self.max_batch:
+                    break
+        return batch
+
+    async def _work(self) -> None:
+        while True:
+            while not self._queues:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            batch = self._next_batch()
+            if not batch:
+                continue
+            for ticket in batch:
+                ticket.batch_size = len(batch)
+                ticket.started.set()
+            self.active += len(batch)
+            try:
+                await asyncio.to_thread(self.engine.generate, [t.job for t in batch])
+            except Exception as exc:
+                for ticket in batch:
+                    ticket.queue.put_nowait(exc)
+            finally:
+                self.active -= len(batch)
+                for ticket in batch:
+                    with contextlib.suppress(RuntimeError):
+                        ticket.queue.put_nowait(_DONE)

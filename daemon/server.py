@@ -81,7 +81,9 @@ class Server:
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings = settings
         self.engine = engine
-        self.scheduler = Scheduler(engine, max_queued=settings.limits.max_queued)
+        self.scheduler = Scheduler(engine, max_queued=settings.limits.max_queued,
+                                   workers=settings.decode_workers,
+                                   max_batch=settings.max_batch)
         self.should_exit = asyncio.Event()
         self.stopping = False
         self.connections: set[Connection] = set()
@@ -152,6 +154,7 @@ class Server:
 
     async def serve(self) -> None:
         self.install_signal_handlers()
+        self.scheduler.start()
         sock = systemd.listen_socket()
         if sock is None:
             sock = bind_socket(self.settings)
@@ -191,6 +194,7 @@ class Server:
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.scheduler.close()
         log.info("stopped")
 
 
@@ -202,7 +206,8 @@ def load_engine(settings: Settings) -> Engine:
             f"run `hush model pull {settings.model}` (or `hush model import FILE.gguf`) first",
             code="model_missing",
         )
-    return Engine.load(model_dir, intra_threads=settings.intra_threads or 1)
+    return Engine.load(model_dir, intra_threads=settings.intra_threads or 1,
+                       inter_threads=settings.decode_workers)
 
 
 def run(settings: Settings) -> None:
@@ -213,4 +218,7 @@ def run(settings: Settings) -> None:
         if exc.errno == errno.ENOMEM:
             raise HushError("not enough memory to load the model", code="model") from None
         raise
-    asyncio.run(Server(settings, engine).serve())
+    try:
+        asyncio.run(Server(settings, engine).serve())
+    finally:
+        engine.close()

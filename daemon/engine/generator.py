@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -12,6 +13,7 @@ from typing import Any, Literal
 from .chat_template import plain_prompt, render_chat, uses_chat_template
 from .errors import ModelError
 from .model_info import ModelInfo
+from .stops import StopMatcher
 from .tokenizer import Tokenizer
 
 FinishReason = Literal["stop", "length", "cancelled"]
@@ -27,6 +29,8 @@ class GenerationOptions:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     seed: int | None = None
+    stop: tuple[str, ...] = ()
+    """Strings that end the answer when generated; they may span several tokens."""
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -41,6 +45,7 @@ class GenerationOptions:
             raise ValueError("repetition_penalty must be positive")
 
     def ctranslate2_kwargs(self) -> dict[str, Any]:
+        """The options CTranslate2 applies to a whole batch: jobs that share them can batch."""
         if self.temperature == 0:
             # Greedy: CTranslate2 takes the argmax when sampling from the top 1.
             return {"sampling_topk": 1, "repetition_penalty": self.repetition_penalty}
@@ -52,12 +57,23 @@ class GenerationOptions:
             "repetition_penalty": self.repetition_penalty,
         }
 
+    def batch_key(self) -> tuple[Any, ...]:
+        return (*sorted(self.ctranslate2_kwargs().items()), self.seed)
 
-class Generation:
-    """One streamed completion: iterate it for text pieces.
 
-    Attributes are updated as iteration proceeds and final once it ends, so the thread that
-    iterates can report usage without shared engine state.
+@dataclass(frozen=True)
+class Prompt:
+    """Token ids ready for the model, and what the context budget cost."""
+
+    ids: list[int]
+    dropped_turns: int = 0
+    """Oldest turns (after the system prompt) left out so the rest fits the context."""
+
+
+class Job:
+    """One sequence to generate. Runs on CTranslate2's thread; text goes to `emit`.
+
+    Counts, timings and the finish reason are final once `Engine.generate` returns.
     """
 
     def __init__(
@@ -65,18 +81,85 @@ class Generation:
         engine: Engine,
         prompt_ids: Sequence[int],
         options: GenerationOptions,
-        cancel: threading.Event | None,
+        emit: Callable[[str], None],
+        cancel: threading.Event | None = None,
     ) -> None:
-        self._engine = engine
-        self._prompt_ids = list(prompt_ids)
-        self._options = options
-        self._cancel = cancel
-        self._started = False
-        self.prompt_tokens = len(self._prompt_ids)
+        self.prompt_ids = list(prompt_ids)
+        self.options = options
+        self.cancel = cancel or threading.Event()
+        self._emit = emit
+        self._end_ids = engine.end_token_ids
+        self._decoder = engine.tokenizer.stream_decoder()
+        self._stops = StopMatcher(options.stop)
+        room = engine.info.context_length - len(self.prompt_ids)
+        if room < 1:
+            raise ModelError(
+                f"The prompt has {len(self.prompt_ids)} tokens; this model reads at most "
+                f"{engine.info.context_length}. Shorten it by {1 - room} tokens."
+            )
+        # Never run past the context window, whatever the client asked for.
+        self.max_new_tokens = min(options.max_tokens, room)
+        self.prompt_tokens = len(self.prompt_ids)
         self.completion_tokens = 0
         self.finish_reason: FinishReason | None = None
-        self.first_token_time: float | None = None  # time.monotonic() of the first token
         self.start_time: float | None = None
+        self.first_token_time: float | None = None  # time.monotonic() of the first token
+        self.end_time: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    def on_token(self, token_id: int) -> bool:
+        """Handle one generated token; True tells CTranslate2 to stop this sequence."""
+        if self.finish_reason is not None:
+            return True
+        if self.first_token_time is None:
+            self.first_token_time = time.monotonic()
+        if self.cancel.is_set():
+            return self._finish("cancelled")
+        if token_id in self._end_ids:
+            return self._finish("stop")
+        self.completion_tokens += 1
+        text, stopped = self._stops.push(self._decoder.push(token_id))
+        if text:
+            self._emit(text)
+        if stopped:
+            return self._finish("stop")
+        if self.completion_tokens >= self.max_new_tokens:
+            return self._finish("length")
+        return False
+
+    def _finish(self, reason: FinishReason) -> bool:
+        if reason != "cancelled" and (tail := self._stops.flush()):
+            self._emit(tail)
+        self.finish_reason = reason
+        self.end_time = time.monotonic()
+        return True
+
+    def close(self) -> None:
+        """Called once generation ended for the whole batch."""
+        if self.finish_reason is None:
+            # CTranslate2 stopped without telling us why: its own length limit.
+            self._finish("cancelled" if self.cancel.is_set() else "length")
+
+
+class Generation:
+    """A blocking iterator over one job's text, for callers without a scheduler.
+
+    Runs the job on a helper thread; stopping the iteration early cancels it.
+    """
+
+    def __init__(self, engine: Engine, prompt_ids: Sequence[int], options: GenerationOptions,
+                 cancel: threading.Event | None) -> None:
+        self._queue: queue.SimpleQueue[str | BaseException | None] = queue.SimpleQueue()
+        self.job = Job(engine, prompt_ids, options, self._queue.put, cancel)
+        self._engine = engine
+        self._started = False
+
+    def __getattr__(self, name: str) -> Any:
+        # prompt_tokens, completion_tokens, finish_reason, first_token_time, start_time
+        return getattr(self.job, name)
 
     def __iter__(self) -> Iterator[str]:
         if self._started:
@@ -85,60 +168,23 @@ class Generation:
         return self._run()
 
     def _run(self) -> Iterator[str]:
-        engine, options, cancel = self._engine, self._options, self._cancel
-        tokenizer = engine.tokenizer
-        decoder = tokenizer.stream_decoder()
-        end_ids = engine.end_token_ids
-        self.start_time = time.monotonic()
-        if options.seed is not None:
-            # Process-wide in CTranslate2; a seeded request is reproducible only when it is
-            # the only sampling request running.
-            import ctranslate2
+        def work() -> None:
+            try:
+                self._engine.generate([self.job])
+            except BaseException as exc:  # re-raised in the iterating thread
+                self._queue.put(exc)
+            self._queue.put(None)
 
-            ctranslate2.set_random_seed(options.seed)
-
-        def stop_requested(_step: object) -> bool:
-            # Runs on CTranslate2's worker between steps: stops compute even if the consumer
-            # of this iterator is slow to notice.
-            return cancel is not None and cancel.is_set()
-
-        if cancel is not None and cancel.is_set():
-            self.finish_reason = "cancelled"
-            return
-        steps = engine.generator.generate_tokens(
-            [tokenizer.id_to_token(i) for i in self._prompt_ids],
-            # Never run past the context window, whatever the client asked for.
-            max_length=min(options.max_tokens, engine.info.context_length - self.prompt_tokens),
-            end_token=sorted(end_ids),
-            callback=stop_requested,
-            **options.ctranslate2_kwargs(),
-        )
+        worker = threading.Thread(target=work, name="hush-generation", daemon=True)
+        worker.start()
         try:
-            for step in steps:
-                if cancel is not None and cancel.is_set():
-                    self.finish_reason = "cancelled"
-                    break
-                token_id = int(step.token_id)
-                if self.first_token_time is None:
-                    self.first_token_time = time.monotonic()
-                if token_id in end_ids:
-                    self.finish_reason = "stop"
-                    break
-                self.completion_tokens += 1
-                piece = decoder.push(token_id)
-                if piece:
-                    yield piece
-            else:
-                if self.finish_reason is None:
-                    stopped = cancel is not None and cancel.is_set()
-                    self.finish_reason = "cancelled" if stopped else "length"
+            while (item := self._queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
         finally:
-            # Closing the CTranslate2 iterator tells its worker to stop after this step.
-            close = getattr(steps, "close", None)
-            if close is not None:
-                close()
-            if self.finish_reason is None:  # the consumer stopped iterating early
-                self.finish_reason = "cancelled"
+            self.job.cancel.set()
+            worker.join()
 
 
 class Engine:
@@ -199,16 +245,96 @@ class Engine:
             raise ModelError("The prompt is empty; there is nothing to continue.")
         return ids
 
+    def fit_prompt(self, messages: Sequence[Mapping[str, str]], max_tokens: int) -> Prompt:
+        """Render the conversation so that it and room for the answer fit the context.
+
+        When it does not fit, the oldest turns after the system prompt go first, and the
+        result says how many; the newest message is never dropped. Nothing is truncated
+        silently: a newest message that cannot fit on its own is an error saying by how much.
+        """
+        context = self.info.context_length
+        # Room for the answer, but never so much that a long answer request evicts history.
+        reserve = min(max_tokens, context // 4)
+        system = [m for m in messages[:1] if m["role"] == "system"]
+        turns = list(messages[len(system) :])
+        dropped = 0
+        while True:
+            ids = self.prompt_ids([*system, *turns])
+            if len(ids) + reserve <= context:
+                return Prompt(ids, dropped)
+            if len(turns) <= 1:
+                over = len(ids) + reserve - context
+                raise ModelError(
+                    f"The message is too long for this model: {len(ids)} prompt tokens plus "
+                    f"{reserve} reserved for the answer exceed its context of {context} by "
+                    f"{over} tokens. Shorten it by at least {over} tokens."
+                )
+            # Drop the oldest turn, and its answer with it so roles keep alternating.
+            drop = 2 if len(turns) > 2 and turns[1]["role"] == "assistant" else 1
+            del turns[:drop]
+            dropped += drop
+
+    def generate(self, jobs: Sequence[Job]) -> None:
+        """Decode several jobs as one CTranslate2 batch (blocking; run it in a thread).
+
+        The jobs must share `options.batch_key()`. Each job stops on its own (end of turn,
+        stop string, its max_tokens, cancel) without holding back the others.
+        """
+        if not jobs:
+            return
+        key = jobs[0].options.batch_key()
+        if any(job.options.batch_key() != key for job in jobs):
+            raise ValueError("jobs in one batch must share their sampling options")
+        live = [job for job in jobs if not job.cancel.is_set()]
+        now = time.monotonic()
+        for job in jobs:
+            job.start_time = now
+        try:
+            if live:
+                self._decode(live)
+        finally:
+            for job in jobs:
+                job.close()
+
+    def _decode(self, jobs: Sequence[Job]) -> None:
+        options = jobs[0].options
+        if options.seed is not None:
+            # Process-wide in CTranslate2: a seeded request is reproducible when its batch
+            # is the only sampling work running.
+            import ctranslate2
+
+            ctranslate2.set_random_seed(options.seed)
+        shortest = min(len(job.prompt_ids) for job in jobs)
+        # CTranslate2 forwards the shortest prompt at once and steps through the rest of the
+        # longer ones, counting those steps against max_length.
+        max_length = max(job.max_new_tokens + len(job.prompt_ids) - shortest for job in jobs)
+
+        def on_step(step: Any) -> bool:
+            return jobs[int(step.batch_id)].on_token(int(step.token_id))
+
+        self.generator.generate_batch(
+            [[self.tokenizer.id_to_token(i) for i in job.prompt_ids] for job in jobs],
+            max_length=max_length,
+            beam_size=1,
+            include_prompt_in_result=False,
+            end_token=sorted(self.end_token_ids),
+            callback=on_step,
+            **options.ctranslate2_kwargs(),
+        )
+
     def stream(
         self,
         prompt_ids: Sequence[int],
         options: GenerationOptions | None = None,
         cancel: threading.Event | None = None,
     ) -> Generation:
-        """A blocking stream of text pieces; iterate it in a worker thread."""
-        if len(prompt_ids) >= self.info.context_length:
-            raise ModelError(
-                f"The prompt has {len(prompt_ids)} tokens; this model reads at most "
-                f"{self.info.context_length}. Shorten the conversation."
-            )
+        """A blocking iterator of text pieces for a single prompt."""
         return Generation(self, prompt_ids, options or GenerationOptions(), cancel)
+
+    def close(self) -> None:
+        """Free the model now. CTranslate2 aborts the process if a generator whose callback
+        stopped a sequence is left for the interpreter's final teardown, so owners call this."""
+        generator, self.generator = self.generator, None
+        if generator is not None:
+            generator.unload_model()
+            del generator
