@@ -61,8 +61,12 @@ class Settings(BaseModel):
     """Name of the model in <cache_dir>/models to serve."""
     intra_threads: int = Field(default=0, ge=0)
     """CTranslate2 threads per generation; 0 uses the value the import probe measured."""
-    decode_workers: int = Field(default=2, ge=1, le=64)
-    """Batches decoded at the same time (CTranslate2 inter_threads); each uses intra_threads."""
+    lazy_load: bool = False
+    """Load the model on the first request instead of at start (READY=1 then comes sooner)."""
+    keep_alive_s: float | None = Field(default=None, gt=0)
+    """Unload the model after this long without requests; None keeps it loaded."""
+    decode_workers: int = Field(default=0, ge=0, le=64)
+    """Batches decoded at the same time (CTranslate2 inter_threads); 0: cores / intra_threads."""
     max_batch: int = Field(default=8, ge=1, le=64)
     """Most sequences decoded together in one batch."""
     system_prompt: str = "You are a helpful assistant."
@@ -96,6 +100,10 @@ def load_settings(config_file: Path | None, overrides: dict[str, Any]) -> Settin
     elif explicit:
         raise HushError(f"config file {config_file} does not exist", code="config")
     data.update({k: v for k, v in overrides.items() if v is not None})
+    if "model" not in data:
+        chosen = paths.chosen_model(Path(data.get("config_dir") or paths.default_config_dir()))
+        if chosen:
+            data["model"] = chosen
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

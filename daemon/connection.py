@@ -28,6 +28,7 @@ from .protocol import (
     DaemonHello,
     DoneEvent,
     FrameReader,
+    ModelUseParams,
     ProtocolError,
     Request,
     decode,
@@ -172,7 +173,7 @@ class Connection:
             "type": "hello",
             "protocol": PROTOCOL_VERSION,
             "daemon": __version__,
-            "model": self.server.settings.model,
+            "model": self.server.models.name,
             "limits": {
                 "max_frame_bytes": limits.max_frame_bytes,
                 "max_depth": limits.max_depth,
@@ -188,6 +189,8 @@ class Connection:
         handlers: dict[str, Callable[[str, Any], Awaitable[None]]] = {
             "chat": self.chat,
             "status": self.status,
+            "models.list": self.models_list,
+            "models.use": self.models_use,
         }
         handler = handlers[request.method]
         task = asyncio.create_task(self.run_request(request, handler, params))
@@ -258,6 +261,7 @@ class Connection:
                 "first_token_ms": round(stats.first_token_s * 1000, 1),
                 "total_ms": round(stats.total_s * 1000, 1),
                 "decode_tokens_per_s": round(stats.decode_tokens_per_s, 2),
+                "batch_size": stats.batch_size,
             },
         }
         log.info("chat %s/%s: %d+%d tokens, %s, %.1f tok/s", self.tag, request_id,
@@ -266,5 +270,18 @@ class Connection:
         await self.send(done)
 
     async def status(self, request_id: str, _params: object) -> None:
-        done: DoneEvent = {"type": "done", "id": request_id, "result": self.server.status()}
+        await self.send_result(request_id, self.server.status())
+
+    async def models_list(self, request_id: str, _params: object) -> None:
+        models = await asyncio.to_thread(self.server.models.describe)
+        await self.send_result(request_id, {"models": models})
+
+    async def models_use(self, request_id: str, params: ModelUseParams) -> None:
+        info = await self.server.models.use(params.name)
+        log.info("uid %d switched the model to %s", self.peer.uid, params.name)
+        await self.send_result(request_id, {"model": params.name,
+                                            "architecture": info.architecture})
+
+    async def send_result(self, request_id: str, result: dict[str, Any]) -> None:
+        done: DoneEvent = {"type": "done", "id": request_id, "result": result}
         await self.send(done)

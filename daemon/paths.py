@@ -65,6 +65,24 @@ def default_cache_dir() -> Path:
     return _xdg("XDG_CACHE_HOME", ".cache") / "hush"
 
 
+DEFAULT_MODEL_FILE = "default-model"
+
+
+def chosen_model(config_dir: Path) -> str | None:
+    """The model `hush model use` made the default, if any."""
+    try:
+        return (config_dir / DEFAULT_MODEL_FILE).read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def choose_model(config_dir: Path, name: str) -> None:
+    config_dir.mkdir(parents=True, exist_ok=True)
+    tmp = config_dir / f".{DEFAULT_MODEL_FILE}.tmp"
+    tmp.write_text(name + "\n", encoding="utf-8")
+    tmp.replace(config_dir / DEFAULT_MODEL_FILE)
+
+
 @dataclass(frozen=True)
 class CacheLayout:
     """The cache directory: imported models and the downloads they came from."""

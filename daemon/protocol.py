@@ -72,10 +72,16 @@ class EmptyParams(_Strict):
     pass
 
 
+class ModelUseParams(_Strict):
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
 METHODS: dict[str, type[_Strict]] = {
     "chat": ChatParams,
     "cancel": CancelParams,
     "status": EmptyParams,
+    "models.list": EmptyParams,
+    "models.use": ModelUseParams,
 }
 
 
@@ -120,6 +126,7 @@ class Timings(TypedDict):
     first_token_ms: float
     total_ms: float
     decode_tokens_per_s: float
+    batch_size: int
 
 
 class DoneEvent(TypedDict):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from .engine.generator import Engine, GenerationOptions, Job
 from .errors import HushError
+from .models import ModelHolder
 
 
 @dataclass
@@ -50,6 +51,7 @@ _DONE = object()
 @dataclass(eq=False)
 class _Ticket:
     peer: int
+    engine: Engine
     job: Job
     queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
     enqueued: float = field(default_factory=time.monotonic)
@@ -58,9 +60,9 @@ class _Ticket:
 
 
 class Scheduler:
-    def __init__(self, engine: Engine, *, max_queued: int, workers: int = 1,
+    def __init__(self, models: ModelHolder, *, max_queued: int, workers: int = 1,
                  max_batch: int = 8) -> None:
-        self.engine = engine
+        self.models = models
         self.max_queued = max_queued
         self.max_batch = max_batch
         self._queues: collections.OrderedDict[int, collections.deque[_Ticket]] = (
@@ -74,6 +76,10 @@ class Scheduler:
     def start(self) -> None:
         self._workers = [asyncio.create_task(self._work(), name=f"hush-decoder-{i}")
                          for i in range(self._worker_count)]
+
+    @property
+    def worker_count(self) -> int:
+        return self._worker_count
 
     @property
     def waiting(self) -> int:
@@ -99,16 +105,32 @@ class Scheduler:
                 f"(limit {self.max_queued}); try again shortly",
                 code="busy",
             )
+        engine = await self.models.acquire()
+        try:
+            async for piece in self._generate(engine, peer, messages, options, stats, cancel):
+                yield piece
+        finally:
+            self.models.release(engine)
+
+    async def _generate(
+        self,
+        engine: Engine,
+        peer: int,
+        messages: list[dict[str, str]],
+        options: GenerationOptions,
+        stats: GenerationStats,
+        cancel: threading.Event,
+    ) -> AsyncGenerator[str, None]:
         loop = asyncio.get_running_loop()
-        prompt = await asyncio.to_thread(self.engine.fit_prompt, messages, options.max_tokens)
+        prompt = await asyncio.to_thread(engine.fit_prompt, messages, options.max_tokens)
         stats.dropped_turns = prompt.dropped_turns
         ticket: _Ticket
 
         def emit(text: str) -> None:  # called on the decoding thread
             loop.call_soon_threadsafe(ticket.queue.put_nowait, text)
 
-        job = Job(self.engine, prompt.ids, options, emit, cancel)
-        ticket = _Ticket(peer, job)
+        job = Job(engine, prompt.ids, options, emit, cancel)
+        ticket = _Ticket(peer, engine, job)
         self._queues.setdefault(peer, collections.deque()).append(ticket)
         self._wakeup.set()
         item: object = None
@@ -145,17 +167,18 @@ class Scheduler:
                 del self._queues[ticket.peer]
 
     def _next_batch(self) -> list[_Ticket]:
-        """Round robin over peers, taking tickets that share the first one's options."""
+        """Round robin over peers, taking tickets that share the first one's model and options."""
         batch: list[_Ticket] = []
-        key = None
+        key: tuple[object, ...] | None = None
         progress = True
         while progress and len(batch) < self.max_batch:
             progress = False
             for peer in list(self._queues):
                 waiting = self._queues[peer]
                 for ticket in waiting:
-                    if key is None or ticket.job.options.batch_key() == key:
-                        key = ticket.job.options.batch_key()
+                    ticket_key = (id(ticket.engine), *ticket.job.options.batch_key())
+                    if key is None or ticket_key == key:
+                        key = ticket_key
                         waiting.remove(ticket)
                         batch.append(ticket)
                         progress = True
@@ -181,7 +204,7 @@ class Scheduler:
                 ticket.started.set()
             self.active += len(batch)
             try:
-                await asyncio.to_thread(self.engine.generate, [t.job for t in batch])
+                await asyncio.to_thread(batch[0].engine.generate, [t.job for t in batch])
             except Exception as exc:
                 for ticket in batch:
                     ticket.queue.put_nowait(exc)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import grp
 import logging
 import os
@@ -16,6 +15,7 @@ import signal
 import socket
 import stat
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,9 @@ from . import __version__, systemd
 from .config import Settings
 from .connection import Connection, peer_credentials
 from .engine.generator import Engine
+from .engine.probe import available_cores, recorded_threads
 from .errors import HushError
+from .models import ModelHolder
 from .protocol import encode, error_event
 from .scheduler import Scheduler
 
@@ -78,12 +80,11 @@ def bind_socket(settings: Settings) -> socket.socket:
 
 
 class Server:
-    def __init__(self, settings: Settings, engine: Engine) -> None:
+    def __init__(self, settings: Settings, models: ModelHolder, *, workers: int) -> None:
         self.settings = settings
-        self.engine = engine
-        self.scheduler = Scheduler(engine, max_queued=settings.limits.max_queued,
-                                   workers=settings.decode_workers,
-                                   max_batch=settings.max_batch)
+        self.models = models
+        self.scheduler = Scheduler(models, max_queued=settings.limits.max_queued,
+                                   workers=workers, max_batch=settings.max_batch)
         self.should_exit = asyncio.Event()
         self.stopping = False
         self.connections: set[Connection] = set()
@@ -95,12 +96,14 @@ class Server:
         return {
             "daemon": __version__,
             "pid": os.getpid(),
-            "model": self.settings.model,
+            "model": self.models.name,
+            "model_loaded": self.models.loaded,
             "uptime_s": round(time.monotonic() - self.started, 1),
             "connections": len(self.connections),
             "generating": self.scheduler.active,
             "queued": self.scheduler.waiting,
-            "threads": self.settings.intra_threads or 1,
+            "intra_threads": engine.intra_threads if (engine := self.models.engine) else None,
+            "decode_workers": self.scheduler.worker_count,
         }
 
     def allowed(self, uid: int, gid: int) -> bool:
@@ -152,9 +155,18 @@ class Server:
             systemd.notify("WATCHDOG=1")
             await asyncio.sleep(interval)
 
+    def own_task(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
     async def serve(self) -> None:
         self.install_signal_handlers()
+        if not self.settings.lazy_load:
+            # READY=1 means "can answer now": load before announcing it.
+            self.models.release(await self.models.acquire())
         self.scheduler.start()
+        self.own_task(self.models.unload_when_idle())
         sock = systemd.listen_socket()
         if sock is None:
             sock = bind_socket(self.settings)
@@ -164,12 +176,10 @@ class Server:
             where = "socket from systemd"
         limit = self.settings.limits.max_frame_bytes + 1
         server = await asyncio.start_unix_server(self.on_connect, sock=sock, limit=limit)
-        log.info("hushd %s ready on %s with model %s", __version__, where, self.settings.model)
-        systemd.notify("READY=1", f"STATUS=serving {self.settings.model}")
+        log.info("hushd %s ready on %s with model %s", __version__, where, self.models.name)
+        systemd.notify("READY=1", f"STATUS=serving {self.models.name}")
         if (interval := systemd.watchdog_interval()) is not None:
-            task = asyncio.create_task(self.watchdog(interval))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self.own_task(self.watchdog(interval))
         try:
             await self.should_exit.wait()
         finally:
@@ -198,27 +208,21 @@ class Server:
         log.info("stopped")
 
 
-def load_engine(settings: Settings) -> Engine:
-    model_dir = settings.models_dir / settings.model
-    if not model_dir.is_dir():
-        raise HushError(
-            f"model {settings.model!r} is not installed in {settings.models_dir}; "
-            f"run `hush model pull {settings.model}` (or `hush model import FILE.gguf`) first",
-            code="model_missing",
-        )
-    return Engine.load(model_dir, intra_threads=settings.intra_threads or 1,
-                       inter_threads=settings.decode_workers)
-
-
 def run(settings: Settings) -> None:
     """Load the model, then serve until SIGTERM/SIGINT."""
+    cores = available_cores()
+
+    def intra_threads(path: Path) -> int:
+        return settings.intra_threads or recorded_threads(path) or 1
+
+    models = ModelHolder(settings.models_dir, settings.model, keep_alive_s=settings.keep_alive_s,
+                         loader=lambda path: Engine.load(
+                             path, intra_threads=intra_threads(path), inter_threads=workers))
+    # Fail before binding anything when the model is missing, with the command that fixes it.
+    first = models.path_of(settings.model)
+    # One decode worker per group of intra-op threads keeps every core busy, none shared.
+    workers = settings.decode_workers or max(1, cores // intra_threads(first))
     try:
-        engine = load_engine(settings)
-    except OSError as exc:
-        if exc.errno == errno.ENOMEM:
-            raise HushError("not enough memory to load the model", code="model") from None
-        raise
-    try:
-        asyncio.run(Server(settings, engine).serve())
+        asyncio.run(Server(settings, models, workers=workers).serve())
     finally:
-        engine.close()
+        models.close()

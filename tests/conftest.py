@@ -43,7 +43,7 @@ def smollm2_gguf() -> Path:
 def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cache holding a tiny random-weight model: loads and streams in milliseconds."""
     root = tmp_path_factory.mktemp("cache")
-    build_tiny_model(root / "models" / TINY_MODEL)
+    build_tiny_model(root / "models" / TINY_MODEL, context_length=1 << 16)
     return root
 
 

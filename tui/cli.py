@@ -15,6 +15,7 @@ from typing import Any
 
 from hush.daemon import __version__, paths
 from hush.daemon.client import Client
+from hush.daemon.config import DEFAULT_MODEL
 from hush.daemon.errors import DaemonUnavailable, HushError
 
 EXIT_FAILED = 1
@@ -72,8 +73,12 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("--quantization", default="int8",
                      choices=["int8", "int8_float32", "int16", "float32"])
     msub.add_parser("list", help="list installed models")
+    use = msub.add_parser("use", help="make a model the default (and switch a running daemon)")
+    use.add_argument("name")
     rm = msub.add_parser("remove", help="delete an installed model")
     rm.add_argument("name")
+    probe = msub.add_parser("probe", help="measure the fastest thread count for a model again")
+    probe.add_argument("name")
     return p
 
 
@@ -126,17 +131,41 @@ async def status(socket: Path, args: argparse.Namespace) -> int:
     return 0
 
 
-def model_command(args: argparse.Namespace) -> int:
+def _progress(message: str) -> None:
+    # Long work (download, import, probe) says what it is doing, but only to a person.
+    if sys.stderr.isatty():
+        print(f"hush: {message}", file=sys.stderr, flush=True)
+
+
+def _human_size(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def _finish_import(name: str, model_dir: Path) -> None:
+    from hush.daemon.engine.probe import probe_threads
+
+    _progress(f"measuring decode speed per thread count for {name}")
+    choice = probe_threads(model_dir)
+    speeds = ", ".join(f"{n}: {v:.1f} tok/s" for n, v in choice.tokens_per_s.items())
+    _progress(f"{name}: {choice.intra_threads} thread(s) is fastest here ({speeds})")
+
+
+def model_command(socket: Path, args: argparse.Namespace) -> int:
     from hush.daemon.engine import catalog
     from hush.daemon.engine.gguf_import import import_gguf
 
     layout = paths.CacheLayout.default()
-
-    def progress(message: str) -> None:
-        print(f"hush: {message}", file=sys.stderr, flush=True)
+    config_dir = paths.default_config_dir()
 
     if args.model_command == "pull":
-        info = catalog.pull(args.name, layout.models, layout.downloads, progress)
+        fresh = not (layout.models / args.name).exists()
+        info = catalog.pull(args.name, layout.models, layout.downloads, _progress)
+        if fresh:
+            _finish_import(args.name, layout.models / args.name)
         print(f"{args.name}: ready ({info.architecture}, {info.quantization})")
     elif args.model_command == "import":
         name = args.name or args.file.stem
@@ -145,21 +174,48 @@ def model_command(args: argparse.Namespace) -> int:
             return fail(f"a model named {name!r} is already installed; choose another --name "
                         f"or `hush model remove {name}` first")
         layout.models.mkdir(parents=True, exist_ok=True)
-        progress(f"importing {args.file} as {name} ({args.quantization})")
+        _progress(f"importing {args.file} as {name} ({args.quantization})")
         info = import_gguf(args.file, dest, quantization=args.quantization)
+        _finish_import(name, dest)
         print(f"{name}: ready ({info.architecture}, {info.quantization})")
     elif args.model_command == "list":
         models = catalog.installed(layout.models)
         if not models:
             print("no models installed; try `hush model pull smollm2-135m`", file=sys.stderr)
+            return 0
+        default = paths.chosen_model(config_dir) or DEFAULT_MODEL
+        print(f"  {'NAME':<22} {'ARCH':<8} {'PARAMS':>7} {'SIZE':>9} {'CONTEXT':>7} "
+              f"{'QUANT':<12} TEMPLATE")
         for name, info in models.items():
             size = sum(f.stat().st_size for f in (layout.models / name).iterdir() if f.is_file())
-            print(f"{name:<24} {info.architecture:<8} {info.quantization:<8} "
-                  f"{size / 1e6:8.1f} MB  ctx {info.context_length}")
+            mark = "*" if name == default else " "
+            print(f"{mark} {name:<22} {info.architecture:<8} "
+                  f"{info.parameter_count / 1e6:>6.0f}M {_human_size(size):>9} "
+                  f"{info.context_length:>7} {info.quantization:<12} "
+                  f"{'yes' if info.chat_template else 'no (completion)'}")
+    elif args.model_command == "use":
+        if args.name not in catalog.installed(layout.models):
+            return fail(f"model {args.name!r} is not installed; run `hush model pull "
+                        f"{args.name}` or `hush model import FILE.gguf --name {args.name}`")
+        paths.choose_model(config_dir, args.name)
+        try:
+            asyncio.run(_switch_daemon(socket, args.name))
+            print(f"{args.name}: now the default, and the running daemon serves it")
+        except DaemonUnavailable:
+            print(f"{args.name}: now the default (the daemon will use it when it starts)")
     elif args.model_command == "remove":
         catalog.remove(args.name, layout.models)
         print(f"{args.name}: removed")
+    elif args.model_command == "probe":
+        if args.name not in catalog.installed(layout.models):
+            return fail(f"model {args.name!r} is not installed")
+        _finish_import(args.name, layout.models / args.name)
     return 0
+
+
+async def _switch_daemon(socket: Path, name: str) -> None:
+    async with await Client.connect(socket) as client:
+        await client.call("models.use", {"name": name})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             HushApp(socket).run()
             return 0
         if args.command == "model":
-            return model_command(args)
+            return model_command(socket, args)
         runner = {"ask": ask, "status": status}[args.command]
         return asyncio.run(runner(socket, args))
     except DaemonUnavailable as exc:

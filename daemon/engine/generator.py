@@ -202,12 +202,20 @@ class Engine:
                 "its vocabulary; import the model again."
             )
         self.bos_id = tokenizer.token_to_id(info.bos_token) if info.bos_token else None
+        self.intra_threads = 1
+        self.inter_threads = 1
 
     @classmethod
-    def load(cls, model_dir: Path, *, intra_threads: int = 1, inter_threads: int = 1) -> Engine:
+    def load(cls, model_dir: Path, *, intra_threads: int | None = None,
+             inter_threads: int = 1) -> Engine:
+        """Load a model directory. `intra_threads` None uses what the import probe measured."""
         import ctranslate2
 
+        from .probe import recorded_threads
+
         model_dir = Path(model_dir)
+        if intra_threads is None:
+            intra_threads = recorded_threads(model_dir) or 1
         info = ModelInfo.load(model_dir)
         tokenizer = Tokenizer.load(model_dir)
         try:
@@ -222,7 +230,10 @@ class Engine:
             raise ModelError(
                 f"CTranslate2 cannot load {model_dir} ({exc}). Import the model again."
             ) from exc
-        return cls(generator, tokenizer, info)
+        engine = cls(generator, tokenizer, info)
+        engine.intra_threads = intra_threads
+        engine.inter_threads = inter_threads
+        return engine
 
     def prompt_text(self, messages: Sequence[Mapping[str, str]]) -> str:
         template = self.info.chat_template

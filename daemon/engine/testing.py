@@ -30,8 +30,14 @@ TINY_CHAT_TEMPLATE = (
 _SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 
-def build_tiny_model(dest: Path, *, seed: int = 0, quantization: str = "int8") -> Path:
-    """Write a loadable 2-layer, 64-wide llama-style model to `dest` (created) and return it."""
+def build_tiny_model(
+    dest: Path, *, seed: int = 0, quantization: str = "int8", context_length: int = 512
+) -> Path:
+    """Write a loadable 2-layer, 64-wide llama-style model to `dest` (created) and return it.
+
+    Rotary positions put no bound on the context; a large `context_length` lets daemon tests
+    run generations long enough to interrupt.
+    """
     from ctranslate2.specs import TransformerDecoderModelSpec, common_spec
 
     dest = Path(dest)
@@ -92,7 +98,7 @@ def build_tiny_model(dest: Path, *, seed: int = 0, quantization: str = "int8") -
             + layers * (hidden * (hidden + 2 * kv_heads * head_dim) + hidden * hidden)
             + layers * 3 * hidden * ffn
         ),
-        context_length=512,
+        context_length=context_length,
         quantization=quantization,
         chat_template=TINY_CHAT_TEMPLATE,
         bos_token="<|im_start|>",
