@@ -60,18 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     setup_logging(args.log_level)
     try:
-        settings = load_settings(
-            args.config,
-            {
-                "socket": args.socket,
-                "state_dir": args.state_dir,
-                "policy_dir": args.policy_dir,
-                "model": args.model,
-            },
-        )
+        overrides = {
+            "socket": args.socket,
+            "state_dir": args.state_dir,
+            "policy_dir": args.policy_dir,
+            "model": args.model,
+        }
+        settings = load_settings(args.config, overrides)
         from .server import run  # after argument parsing: loads CTranslate2
 
-        run(settings)
+        run(settings, reload_settings=lambda: load_settings(args.config, overrides))
     except HushError as exc:
         print(f"hushd: {exc.message}", file=sys.stderr)
         return 2

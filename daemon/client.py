@@ -64,6 +64,25 @@ class Client:
         client._reader_task = asyncio.create_task(client._read_loop())
         return client
 
+    async def reconnect(self, *, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+        """Connect again after the daemon went away, backing off between attempts."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        delay = 0.1
+        await self.close()
+        while True:
+            try:
+                fresh = await Client.connect(self.path, timeout=timeout)
+            except DaemonUnavailable:
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            self._reader, self._writer = fresh._reader, fresh._writer
+            self._reader_task, self.hello = fresh._reader_task, fresh.hello
+            self._pending = fresh._pending
+            return
+
     async def _handshake(self) -> None:
         self._writer.write(encode({"type": "hello", "protocol": PROTOCOL_VERSION,
                                    "client": f"hush/{__version__}"}))

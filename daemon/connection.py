@@ -137,6 +137,9 @@ class Connection:
                 await self.handle_hello(frame)
                 return
             request, params = parse_request(frame)
+            if self.server.stopping and request.method != "cancel":
+                raise ProtocolError("the daemon is shutting down; try again when it is back",
+                                    code="shutting_down")
             if request.id in self.tasks:
                 raise ProtocolError(f"request id {request.id!r} is already in flight",
                                     code="duplicate_id")

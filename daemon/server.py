@@ -15,7 +15,7 @@ import signal
 import socket
 import stat
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,11 @@ from .protocol import encode, error_event
 from .scheduler import Scheduler
 
 log = logging.getLogger("hushd")
+
+# Settings bound to resources made once at start (sockets, directories, threads).
+_RESTART_ONLY = ("socket", "socket_mode", "socket_group", "state_dir", "config_dir",
+                 "cache_dir", "policy_dir", "model", "intra_threads", "decode_workers",
+                 "max_batch", "lazy_load")
 
 
 def prepare_socket_path(path: Path) -> None:
@@ -80,8 +85,11 @@ def bind_socket(settings: Settings) -> socket.socket:
 
 
 class Server:
-    def __init__(self, settings: Settings, models: ModelHolder, *, workers: int) -> None:
+    def __init__(self, settings: Settings, models: ModelHolder, *, workers: int,
+                 reload_settings: Callable[[], Settings] | None = None) -> None:
         self.settings = settings
+        self.reload_settings = reload_settings
+        self.reload_requested = asyncio.Event()
         self.models = models
         self.scheduler = Scheduler(models, max_queued=settings.limits.max_queued,
                                    workers=workers, max_batch=settings.max_batch)
@@ -148,6 +156,30 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.should_exit.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
+
+    async def reload_on_sighup(self) -> None:
+        """Build new settings from the config file; swap them in only if they validate."""
+        while True:
+            await self.reload_requested.wait()
+            self.reload_requested.clear()
+            if self.reload_settings is None:
+                continue
+            try:
+                fresh = await asyncio.to_thread(self.reload_settings)
+            except HushError as exc:
+                log.error("reload failed, keeping the running settings: %s", exc.message)
+                systemd.notify(f"STATUS=reload failed: {exc.message}")
+                continue
+            fixed = [k for k in _RESTART_ONLY if getattr(fresh, k) != getattr(self.settings, k)]
+            if fixed:
+                log.warning("these settings change only on restart: %s", ", ".join(fixed))
+                fresh = fresh.model_copy(update={k: getattr(self.settings, k) for k in fixed})
+            self.settings = fresh
+            self.scheduler.max_queued = fresh.limits.max_queued
+            self.models.keep_alive_s = fresh.keep_alive_s
+            log.info("reloaded settings")
+            systemd.notify(f"STATUS=serving {self.models.name}")
 
     async def watchdog(self, interval: float) -> None:
         # Pinging from the loop itself proves the loop is alive, which a thread would not.
@@ -167,6 +199,7 @@ class Server:
             self.models.release(await self.models.acquire())
         self.scheduler.start()
         self.own_task(self.models.unload_when_idle())
+        self.own_task(self.reload_on_sighup())
         sock = systemd.listen_socket()
         if sock is None:
             sock = bind_socket(self.settings)
@@ -197,8 +230,14 @@ class Server:
         if inflight:
             _done, pending = await asyncio.wait(inflight, timeout=self.settings.shutdown_grace_s)
             if pending:
-                log.warning("cancelling %d requests still running after %.0f s", len(pending),
+                log.warning("cancelling %d requests still running after %.1f s", len(pending),
                             self.settings.shutdown_grace_s)
+                # Stop the model at its next step; each request still sends its `done`
+                # (finish_reason "cancelled") so clients know where their answer ended.
+                for connection in self.connections:
+                    for event in connection.cancels.values():
+                        event.set()
+                await asyncio.wait(pending, timeout=5.0)
         for connection in list(self.connections):
             await connection.close()
         for task in list(self.tasks):
@@ -208,8 +247,8 @@ class Server:
         log.info("stopped")
 
 
-def run(settings: Settings) -> None:
-    """Load the model, then serve until SIGTERM/SIGINT."""
+def run(settings: Settings, reload_settings: Callable[[], Settings] | None = None) -> None:
+    """Load the model, then serve until SIGTERM/SIGINT; SIGHUP calls `reload_settings`."""
     cores = available_cores()
 
     def intra_threads(path: Path) -> int:
@@ -223,6 +262,7 @@ def run(settings: Settings) -> None:
     # One decode worker per group of intra-op threads keeps every core busy, none shared.
     workers = settings.decode_workers or max(1, cores // intra_threads(first))
     try:
-        asyncio.run(Server(settings, models, workers=workers).serve())
+        asyncio.run(Server(settings, models, workers=workers,
+                           reload_settings=reload_settings).serve())
     finally:
         models.close()

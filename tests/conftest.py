@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -55,6 +57,46 @@ def short_dir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+class RawConnection:
+    """A bare socket speaking newline-delimited JSON, for sending what clients never would."""
+
+    opened: ClassVar[list[RawConnection]] = []
+
+    def __init__(self, path: Path) -> None:
+        RawConnection.opened.append(self)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(30)
+        self.sock.connect(str(path))
+        self.buffer = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def frame(self) -> dict[str, object]:
+        while b"\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            assert chunk, "daemon closed the connection"
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        value = json.loads(line)
+        assert isinstance(value, dict)
+        return value
+
+    def hello(self) -> dict[str, object]:
+        self.send(b'{"type":"hello","protocol":1}\n')
+        return self.frame()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture(autouse=True)
+def _close_raw_connections() -> Iterator[None]:
+    yield
+    while RawConnection.opened:
+        RawConnection.opened.pop().close()
 
 
 @dataclass
@@ -157,3 +199,8 @@ def real_daemon(short_dir: Path, real_cache: Path) -> Iterator[Daemon]:
     if daemon.process is not None and daemon.process.poll() is None:
         daemon.process.kill()
         daemon.process.wait()
+
+
+@pytest.fixture
+def started_tiny_daemon(tiny_daemon: Daemon) -> Daemon:
+    return tiny_daemon.start()

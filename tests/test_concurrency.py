@@ -19,8 +19,7 @@ from hush.daemon.engine.generator import Engine, GenerationOptions
 from hush.daemon.models import ModelHolder
 from hush.daemon.scheduler import GenerationStats, Scheduler
 
-from .conftest import Daemon
-from .test_daemon import RawConnection
+from .conftest import Daemon, RawConnection
 
 
 async def _chat(path: object, message: str, max_tokens: int) -> tuple[str, dict[str, object]]:

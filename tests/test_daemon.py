@@ -19,37 +19,7 @@ import pytest
 from hush.daemon.client import Client, RequestFailed
 from hush.daemon.errors import DaemonUnavailable
 
-from .conftest import Daemon
-
-
-class RawConnection:
-    """A bare socket speaking newline-delimited JSON, for sending what clients never would."""
-
-    def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(30)
-        self.sock.connect(str(path))
-        self.buffer = b""
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def frame(self) -> dict[str, object]:
-        while b"\n" not in self.buffer:
-            chunk = self.sock.recv(65536)
-            assert chunk, "daemon closed the connection"
-            self.buffer += chunk
-        line, _, self.buffer = self.buffer.partition(b"\n")
-        value = json.loads(line)
-        assert isinstance(value, dict)
-        return value
-
-    def hello(self) -> dict[str, object]:
-        self.send(b'{"type":"hello","protocol":1}\n')
-        return self.frame()
-
-    def close(self) -> None:
-        self.sock.close()
+from .conftest import Daemon, RawConnection
 
 
 async def test_chat_streams_tokens_then_done_with_usage(tiny_daemon: Daemon) -> None:
