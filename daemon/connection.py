@@ -255,6 +255,7 @@ class Connection:
             "type": "done",
             "id": request_id,
             "finish_reason": stats.finish_reason,
+            "dropped_turns": stats.dropped_turns,
             "usage": {
                 "prompt_tokens": stats.prompt_tokens,
                 "completion_tokens": stats.completion_tokens,

@@ -133,6 +133,7 @@ class DoneEvent(TypedDict):
     type: Literal["done"]
     id: str
     finish_reason: NotRequired[str]
+    dropped_turns: NotRequired[int]
     usage: NotRequired[Usage]
     timings: NotRequired[Timings]
     result: NotRequired[dict[str, Any]]
