@@ -49,7 +49,9 @@ class Settings(BaseModel):
     allow_uids: tuple[int, ...] = ()
     """Peers allowed in besides the daemon's own uid (checked with SO_PEERCRED)."""
     allow_gids: tuple[int, ...] = ()
-    """Peers whose primary gid is listed here are allowed in too."""
+    """Peers in one of these groups (primary or supplementary) are allowed in too."""
+    allow_groups: tuple[str, ...] = ()
+    """The same by group name, e.g. [hush] for the system service's socket group."""
     state_dir: Path = Field(default_factory=paths.default_state_dir)
     """Where the encrypted conversation store lives."""
     config_dir: Path = Field(default_factory=paths.default_config_dir)

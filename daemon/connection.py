@@ -50,12 +50,23 @@ class Peer:
     pid: int
     uid: int
     gid: int
+    groups: tuple[int, ...]
+    """Supplementary groups (SO_PEERGROUPS), so membership in the socket's group counts."""
+
+
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
 
 
 def peer_credentials(sock: socket.socket) -> Peer:
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", raw)
-    return Peer(pid, uid, gid)
+    try:
+        # 1024 bytes (256 groups) is the most Python lets getsockopt read.
+        raw_groups = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 1024)
+        groups = struct.unpack(f"{len(raw_groups) // 4}I", raw_groups)
+    except OSError:  # kernels before 4.13: the primary group is all we know
+        groups = ()
+    return Peer(pid, uid, gid, tuple(groups))
 
 
 class Connection:

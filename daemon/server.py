@@ -21,7 +21,7 @@ from typing import Any
 
 from . import __version__, systemd
 from .config import Settings
-from .connection import Connection, peer_credentials
+from .connection import Connection, Peer, peer_credentials
 from .engine.generator import Engine
 from .engine.probe import available_cores, recorded_threads
 from .errors import HushError
@@ -58,6 +58,18 @@ def prepare_socket_path(path: Path) -> None:
                     "or choose another --socket", code="socket")
 
 
+def resolve_groups(names: tuple[str, ...]) -> set[int]:
+    gids = set()
+    for name in names:
+        try:
+            gids.add(grp.getgrnam(name).gr_gid)
+        except KeyError:
+            raise HushError(f"allow_groups names {name!r}, which is not a group on this "
+                            "system; create it or remove it from the settings",
+                            code="config") from None
+    return gids
+
+
 def bind_socket(settings: Settings) -> socket.socket:
     path = settings.socket
     if len(os.fsencode(path)) > 107:
@@ -90,6 +102,7 @@ class Server:
         self.settings = settings
         self.reload_settings = reload_settings
         self.reload_requested = asyncio.Event()
+        self.allowed_group_ids = resolve_groups(settings.allow_groups)
         self.models = models
         self.scheduler = Scheduler(models, max_queued=settings.limits.max_queued,
                                    workers=workers, max_batch=settings.max_batch)
@@ -114,18 +127,17 @@ class Server:
             "decode_workers": self.scheduler.worker_count,
         }
 
-    def allowed(self, uid: int, gid: int) -> bool:
-        return (
-            uid == os.getuid()
-            or uid in self.settings.allow_uids
-            or gid in self.settings.allow_gids
-        )
+    def allowed(self, peer: Peer) -> bool:
+        if peer.uid == os.getuid() or peer.uid in self.settings.allow_uids:
+            return True
+        allowed_gids = set(self.settings.allow_gids) | self.allowed_group_ids
+        return bool(allowed_gids & {peer.gid, *peer.groups})
 
     async def on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock: socket.socket = writer.get_extra_info("socket")
         peer = peer_credentials(sock)
         refusal = None
-        if not self.allowed(peer.uid, peer.gid):
+        if not self.allowed(peer):
             log.warning("refused connection from uid %d (pid %d): not allowed", peer.uid,
                         peer.pid)
             refusal = error_event(None, "forbidden",
@@ -167,6 +179,7 @@ class Server:
                 continue
             try:
                 fresh = await asyncio.to_thread(self.reload_settings)
+                gids = resolve_groups(fresh.allow_groups)
             except HushError as exc:
                 log.error("reload failed, keeping the running settings: %s", exc.message)
                 systemd.notify(f"STATUS=reload failed: {exc.message}")
@@ -176,6 +189,7 @@ class Server:
                 log.warning("these settings change only on restart: %s", ", ".join(fixed))
                 fresh = fresh.model_copy(update={k: getattr(self.settings, k) for k in fixed})
             self.settings = fresh
+            self.allowed_group_ids = gids
             self.scheduler.max_queued = fresh.limits.max_queued
             self.models.keep_alive_s = fresh.keep_alive_s
             log.info("reloaded settings")

@@ -238,3 +238,32 @@ def test_peer_with_another_uid_is_refused(tiny_daemon: Daemon) -> None:
     assert answer.get("code") == "forbidden", answer
     assert "uid 65534" in answer["message"]
     assert "refused connection from uid 65534" in tiny_daemon.log
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_peer_in_an_allowed_supplementary_group_gets_in(tiny_daemon: Daemon) -> None:
+    tiny_daemon.socket.parent.chmod(0o755)
+    tiny_daemon.socket.parent.parent.chmod(0o755)
+    (tiny_daemon.config_dir / "hushd.yaml").write_text(
+        "socket_mode: 0666\nallow_gids: [4242]\n")
+    tiny_daemon.start()
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # child: nobody, with 4242 only as a supplementary group
+        try:
+            os.setgroups([4242])
+            os.setgid(65534)
+            os.setuid(65534)
+            conn = RawConnection(tiny_daemon.socket)
+            os.write(write_end, json.dumps(conn.hello()).encode())
+        except BaseException as exc:
+            os.write(write_end, json.dumps({"crash": repr(exc)}).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end) as pipe:
+        answer = json.loads(pipe.read())
+    assert answer.get("type") == "hello", answer
