@@ -5,13 +5,16 @@ BIN    := $(VENV)/bin
 MODEL  ?= smollm2-135m
 RUN_LOG := $(VENV)/hushd.log
 
-.PHONY: run test test-models lint install install-test model clean help
+.PHONY: run test test-models lint install install-test model clean help \
+	install-service install-user-service uninstall-service
 
 help:
 	@echo "make run          set up, fetch $(MODEL), start hushd and open the hush UI"
 	@echo "make test         install test tools and run the test suite"
 	@echo "make test-models  end-to-end tests with the larger catalog models (slow)"
 	@echo "make lint         ruff and mypy"
+	@echo "make install-service       install as a hardened system service (as root)"
+	@echo "make install-user-service  install as a systemd user service"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +45,23 @@ run: model
 		$(BIN)/hush status --wait 60 >/dev/null || { echo "hushd did not start; see $(RUN_LOG)" >&2; exit 1; }; \
 		$(BIN)/hush; \
 	fi
+
+# Run as a service: a dedicated virtualenv, then systemd units, user, sealed key and model.
+PREFIX ?= /opt/hush
+USER_PREFIX ?= $(or $(XDG_DATA_HOME),$(HOME)/.local/share)/hush
+
+install-service:
+	test -x $(PREFIX)/venv/bin/python || $(PYTHON) -m venv $(PREFIX)/venv
+	$(PREFIX)/venv/bin/python -m pip install --quiet --upgrade pip .
+	$(PREFIX)/venv/bin/hushd install --system --source $(CURDIR)
+
+install-user-service:
+	test -x $(USER_PREFIX)/venv/bin/python || $(PYTHON) -m venv $(USER_PREFIX)/venv
+	$(USER_PREFIX)/venv/bin/python -m pip install --quiet --upgrade pip .
+	$(USER_PREFIX)/venv/bin/hushd install --user --source $(CURDIR)
+
+uninstall-service:
+	$(PREFIX)/venv/bin/hushd uninstall --system
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check daemon tui tests

@@ -56,7 +56,45 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def install_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hushd install",
+        description="Put this virtualenv's hushd under systemd: units, user, sealed key, "
+        "default configuration, policy and model. `hushd uninstall` undoes it and keeps "
+        "your data unless --purge.")
+    scope = p.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--system", action="store_true", help="system service (run as root)")
+    scope.add_argument("--user", action="store_true", help="user service (systemctl --user)")
+    p.add_argument("--root", type=Path, default=Path("/"),
+                   help="write under this directory instead of / and run no systemctl")
+    p.add_argument("--no-model", action="store_true", help="do not pull the default model")
+    p.add_argument("--source", type=Path, help="the Hush checkout holding systemd/ and "
+                   "policies/ (default: the one this package was installed from)")
+    p.add_argument("--purge", action="store_true",
+                   help="uninstall only: also delete configuration and models")
+    return p
+
+
+def install_main(command: str, argv: list[str]) -> int:
+    from . import install
+
+    args = install_parser().parse_args(argv)
+    try:
+        if command == "install":
+            install.install(user=args.user, root=args.root, source=args.source,
+                            pull_model=None if args.no_model else "smollm2-135m")
+        else:
+            install.uninstall(user=args.user, root=args.root, purge=args.purge)
+    except HushError as exc:
+        print(f"hushd: {exc.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["install"], ["uninstall"]):
+        return install_main(argv[0], argv[1:])
     args = parser().parse_args(argv)
     setup_logging(args.log_level)
     try:
