@@ -1,0 +1,44 @@
+"""The encrypted conversation store; the design is in store.py's docstring and docs/security.md."""
+
+from __future__ import annotations
+
+from hush.daemon.store.errors import (
+    IntegrityError,
+    IntegrityFailure,
+    NotFound,
+    StoreError,
+    StoreLocked,
+)
+from hush.daemon.store.export import ExportFormat
+from hush.daemon.store.keyring import open_store, rotate_keys
+from hush.daemon.store.keys import Argon2Params, Kek, KeySource, load_kek
+from hush.daemon.store.records import (
+    Conversation,
+    ConversationSummary,
+    Message,
+    Role,
+    SearchHit,
+)
+from hush.daemon.store.store import DATABASE_NAME, Store
+
+__all__ = [
+    "DATABASE_NAME",
+    "Argon2Params",
+    "Conversation",
+    "ConversationSummary",
+    "ExportFormat",
+    "IntegrityError",
+    "IntegrityFailure",
+    "Kek",
+    "KeySource",
+    "Message",
+    "NotFound",
+    "Role",
+    "SearchHit",
+    "Store",
+    "StoreError",
+    "StoreLocked",
+    "load_kek",
+    "open_store",
+    "rotate_keys",
+]
