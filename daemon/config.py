@@ -55,6 +55,9 @@ class Settings(BaseModel):
     state_dir: Path = Field(default_factory=paths.default_state_dir)
     """Where the encrypted conversation store lives."""
     config_dir: Path = Field(default_factory=paths.default_config_dir)
+    key_file: Path | None = None
+    """Key-encryption key file (default <config_dir>/hush.key, created 0600 on first run);
+    a systemd credential named hush.key takes precedence."""
     policy_dir: Path | None = None
     """Directory of YAML policies; defaults to <config_dir>/policies."""
     cache_dir: Path = Field(default_factory=paths.default_cache_dir)

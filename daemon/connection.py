@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import socket
 import struct
 import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -25,12 +26,19 @@ from .protocol import (
     CancelParams,
     ChatParams,
     ClientHello,
+    ConversationParams,
     DaemonHello,
     DoneEvent,
+    ExportParams,
     FrameReader,
+    ListParams,
     ModelUseParams,
     ProtocolError,
+    RenameParams,
     Request,
+    RotateParams,
+    SearchParams,
+    UnlockParams,
     decode,
     describe_validation,
     encode,
@@ -38,6 +46,7 @@ from .protocol import (
     parse_request,
 )
 from .scheduler import GenerationStats
+from .store import Store
 
 if TYPE_CHECKING:
     from .server import Server
@@ -205,6 +214,14 @@ class Connection:
             "status": self.status,
             "models.list": self.models_list,
             "models.use": self.models_use,
+            "conversations.list": self.conversations_list,
+            "conversations.get": self.conversations_get,
+            "conversations.rename": self.conversations_rename,
+            "conversations.delete": self.conversations_delete,
+            "conversations.search": self.conversations_search,
+            "conversations.export": self.conversations_export,
+            "unlock": self.unlock,
+            "keys.rotate": self.keys_rotate,
         }
         handler = handlers[request.method]
         task = asyncio.create_task(self.run_request(request, handler, params))
@@ -245,26 +262,44 @@ class Connection:
         await self.send(done)
 
     async def chat(self, request_id: str, params: ChatParams) -> None:
+        history = self.server.history
+        uid = self.peer.uid
         fields = params.options.model_dump()
         options = GenerationOptions(**{**fields, "stop": tuple(fields["stop"])})
-        messages = [
-            {"role": "system", "content": params.system or self.server.settings.system_prompt},
-            {"role": "user", "content": params.message},
-        ]
+        past: list[dict[str, str]] = []
+        if params.conversation is not None:
+            conversation = await history.call(Store.get, uid, params.conversation)
+            cid = conversation.id
+            system = params.system or conversation.system or self.server.settings.system_prompt
+            # A record that failed authentication is left out of the model's view, not guessed.
+            past = [{"role": m.role, "content": m.content} for m in conversation.messages
+                    if m.error is None and m.role in ("user", "assistant")]
+        else:
+            system = params.system or self.server.settings.system_prompt
+            cid = await history.call(Store.create_conversation, uid,
+                                     title=_title(params.message), system=system)
+        # The question is committed before any answer is streamed: acknowledged means kept.
+        await history.call(Store.append, uid, cid, "user", params.message)
+        messages = [{"role": "system", "content": system}, *past,
+                    {"role": "user", "content": params.message}]
         stats = GenerationStats()
         cancel = threading.Event()
         self.cancels[request_id] = cancel
+        answer: list[str] = []
         try:
-            stream = self.server.scheduler.generate(self.peer.uid, messages, options, stats,
-                                                    cancel)
+            stream = self.server.scheduler.generate(uid, messages, options, stats, cancel)
             async with contextlib.aclosing(stream):
                 async for piece in stream:
+                    answer.append(piece)
                     await self.send({"type": "token", "id": request_id, "text": piece})
         finally:
             self.cancels.pop(request_id, None)
+        if answer:
+            await history.call(Store.append, uid, cid, "assistant", "".join(answer))
         done: DoneEvent = {
             "type": "done",
             "id": request_id,
+            "conversation": cid,
             "finish_reason": stats.finish_reason,
             "dropped_turns": stats.dropped_turns,
             "usage": {
@@ -284,6 +319,50 @@ class Connection:
                  stats.decode_tokens_per_s)
         await self.send(done)
 
+    async def conversations_list(self, request_id: str, params: ListParams) -> None:
+        items = await self.server.history.call(Store.list, self.peer.uid, limit=params.limit,
+                                               offset=params.offset)
+        total = await self.server.history.call(Store.count, self.peer.uid)
+        await self.send_result(request_id, {"total": total,
+                                            "conversations": [asdict(c) for c in items]})
+
+    async def conversations_get(self, request_id: str, params: ConversationParams) -> None:
+        conversation = await self.server.history.call(Store.get, self.peer.uid, params.id)
+        result = asdict(conversation)
+        result["failures"] = [str(f) for f in conversation.failures]
+        await self.send_result(request_id, result)
+
+    async def conversations_rename(self, request_id: str, params: RenameParams) -> None:
+        await self.server.history.call(Store.rename, self.peer.uid, params.id, params.title)
+        await self.send_result(request_id, {"id": params.id, "title": params.title})
+
+    async def conversations_delete(self, request_id: str, params: ConversationParams) -> None:
+        await self.server.history.call(Store.delete, self.peer.uid, params.id)
+        log.info("uid %d deleted a conversation", self.peer.uid)
+        await self.send_result(request_id, {"deleted": params.id})
+
+    async def conversations_search(self, request_id: str, params: SearchParams) -> None:
+        hits = await self.server.history.call(Store.search, self.peer.uid, params.query,
+                                              limit=params.limit)
+        await self.send_result(request_id, {"hits": [asdict(h) for h in hits]})
+
+    async def conversations_export(self, request_id: str, params: ExportParams) -> None:
+        text = await self.server.history.call(Store.export, self.peer.uid, params.id,
+                                              params.format)
+        await self.send_result(request_id, {"format": params.format, "text": text})
+
+    async def unlock(self, request_id: str, params: UnlockParams) -> None:
+        await self.server.history.unlock(params.passphrase)
+        log.info("uid %d unlocked the store", self.peer.uid)
+        await self.send_result(request_id, {"unlocked": True})
+
+    async def keys_rotate(self, request_id: str, params: RotateParams) -> None:
+        if self.peer.uid != os.getuid():
+            raise HushError("only the daemon's own user may rotate its keys", code="forbidden")
+        source = await self.server.history.rotate(params.passphrase)
+        log.info("uid %d rotated the key-encryption key (%s)", self.peer.uid, source.kind)
+        await self.send_result(request_id, {"key_source": str(source)})
+
     async def status(self, request_id: str, _params: object) -> None:
         await self.send_result(request_id, self.server.status())
 
@@ -300,3 +379,11 @@ class Connection:
     async def send_result(self, request_id: str, result: dict[str, Any]) -> None:
         done: DoneEvent = {"type": "done", "id": request_id, "result": result}
         await self.send(done)
+
+
+def _title(message: str) -> str:
+    """A first title from the opening message: its first line, cut at a word."""
+    line = message.strip().splitlines()[0] if message.strip() else "Conversation"
+    if len(line) <= 60:
+        return line
+    return line[:60].rsplit(" ", 1)[0] + "…"

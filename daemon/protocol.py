@@ -9,9 +9,9 @@ of its choosing, and the daemon answers every request with zero or more streamed
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from .errors import HushError
 
@@ -56,10 +56,17 @@ class GenerationParams(_Strict):
     stop: list[str] = Field(default_factory=list, max_length=8)
 
 
+ConversationId = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+]
+
+
 class ChatParams(_Strict):
-    """One user turn; `system` replaces the default system prompt."""
+    """One user turn. Without `conversation` a new one starts (with `system`, if given, as its
+    system prompt); with it, the answer continues that conversation's history."""
 
     message: str = Field(min_length=1)
+    conversation: ConversationId | None = None
     system: str | None = None
     options: GenerationParams = GenerationParams()
 
@@ -72,6 +79,39 @@ class EmptyParams(_Strict):
     pass
 
 
+class ListParams(_Strict):
+    limit: int = Field(default=50, ge=1, le=500)
+    offset: int = Field(default=0, ge=0)
+
+
+class ConversationParams(_Strict):
+    id: ConversationId
+
+
+class RenameParams(_Strict):
+    id: ConversationId
+    title: str = Field(min_length=1, max_length=200)
+
+
+class SearchParams(_Strict):
+    query: str = Field(min_length=1, max_length=500)
+    limit: int = Field(default=50, ge=1, le=500)
+
+
+class ExportParams(_Strict):
+    id: ConversationId
+    format: Literal["markdown", "json"] = "markdown"
+
+
+class UnlockParams(_Strict):
+    passphrase: str = Field(min_length=1)
+
+
+class RotateParams(_Strict):
+    passphrase: str | None = Field(default=None, min_length=8)
+    """Switch to (or change) a passphrase; without it a new key of the same kind is made."""
+
+
 class ModelUseParams(_Strict):
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -82,6 +122,14 @@ METHODS: dict[str, type[_Strict]] = {
     "status": EmptyParams,
     "models.list": EmptyParams,
     "models.use": ModelUseParams,
+    "conversations.list": ListParams,
+    "conversations.get": ConversationParams,
+    "conversations.rename": RenameParams,
+    "conversations.delete": ConversationParams,
+    "conversations.search": SearchParams,
+    "conversations.export": ExportParams,
+    "unlock": UnlockParams,
+    "keys.rotate": RotateParams,
 }
 
 
@@ -133,6 +181,7 @@ class DoneEvent(TypedDict):
     type: Literal["done"]
     id: str
     finish_reason: NotRequired[str]
+    conversation: NotRequired[str]
     dropped_turns: NotRequired[int]
     usage: NotRequired[Usage]
     timings: NotRequired[Timings]

@@ -25,6 +25,7 @@ from .connection import Connection, Peer, peer_credentials
 from .engine.generator import Engine
 from .engine.probe import available_cores, recorded_threads
 from .errors import HushError
+from .history import History
 from .models import ModelHolder
 from .protocol import encode, error_event
 from .scheduler import Scheduler
@@ -33,8 +34,8 @@ log = logging.getLogger("hushd")
 
 # Settings bound to resources made once at start (sockets, directories, threads).
 _RESTART_ONLY = ("socket", "socket_mode", "socket_group", "state_dir", "config_dir",
-                 "cache_dir", "policy_dir", "model", "intra_threads", "decode_workers",
-                 "max_batch", "lazy_load")
+                 "key_file", "cache_dir", "policy_dir", "model", "intra_threads",
+                 "decode_workers", "max_batch", "lazy_load")
 
 
 def prepare_socket_path(path: Path) -> None:
@@ -102,6 +103,8 @@ class Server:
         self.settings = settings
         self.reload_settings = reload_settings
         self.reload_requested = asyncio.Event()
+        self.history = History(settings.state_dir,
+                               settings.key_file or settings.config_dir / "hush.key")
         self.allowed_group_ids = resolve_groups(settings.allow_groups)
         self.models = models
         self.scheduler = Scheduler(models, max_queued=settings.limits.max_queued,
@@ -119,6 +122,8 @@ class Server:
             "pid": os.getpid(),
             "model": self.models.name,
             "model_loaded": self.models.loaded,
+            "store": "locked" if self.history.locked else "open",
+            "key_source": str(source) if (source := self.history.key_source) else None,
             "uptime_s": round(time.monotonic() - self.started, 1),
             "connections": len(self.connections),
             "generating": self.scheduler.active,
@@ -208,6 +213,7 @@ class Server:
 
     async def serve(self) -> None:
         self.install_signal_handlers()
+        await self.history.open()
         if not self.settings.lazy_load:
             # READY=1 means "can answer now": load before announcing it.
             self.models.release(await self.models.acquire())
@@ -258,6 +264,7 @@ class Server:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.scheduler.close()
+        await self.history.close()
         log.info("stopped")
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,35 @@ def parser() -> argparse.ArgumentParser:
     ask.add_argument("--system", help="system prompt for this request")
     ask.add_argument("--temperature", type=float, default=0.0)
     ask.add_argument("--seed", type=int)
+    ask.add_argument("--conversation", metavar="ID",
+                     help="continue this conversation (see `hush history list`)")
+
+    history = command("history", "list, show, search, export or delete your conversations")
+    hsub = history.add_subparsers(dest="history_command", metavar="ACTION", required=True)
+    hlist = hsub.add_parser("list", help="your conversations, newest first")
+    hlist.add_argument("--limit", type=int, default=50)
+    hlist.add_argument("--json", action="store_true")
+    hshow = hsub.add_parser("show", help="print a conversation")
+    hshow.add_argument("id")
+    hexport = hsub.add_parser("export", help="export a conversation to stdout")
+    hexport.add_argument("id")
+    hexport.add_argument("--format", choices=["markdown", "json"], default="markdown")
+    hsearch = hsub.add_parser("search", help="search your conversations (decrypted in memory)")
+    hsearch.add_argument("query")
+    hsearch.add_argument("--json", action="store_true")
+    hdelete = hsub.add_parser("delete", help="crypto-shred a conversation")
+    hdelete.add_argument("id")
+    hrename = hsub.add_parser("rename", help="give a conversation a new title")
+    hrename.add_argument("id")
+    hrename.add_argument("title")
+
+    command("unlock", "unlock a passphrase-protected store (the passphrase is read from "
+            "the terminal, or stdin when piped)")
+    keys = command("keys", "manage the key-encryption key")
+    ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    rotate = ksub.add_parser("rotate", help="rewrap every data key under a new key")
+    rotate.add_argument("--passphrase", action="store_true",
+                        help="protect the store with a passphrase from now on (asked for)")
 
     status = command("status", "show what the daemon is doing")
     status.add_argument("--json", action="store_true")
@@ -99,6 +130,8 @@ async def ask(socket: Path, args: argparse.Namespace) -> int:
         params["options"]["seed"] = args.seed
     if args.system:
         params["system"] = args.system
+    if args.conversation:
+        params["conversation"] = args.conversation
     async with await Client.connect(socket) as client:
         out = sys.stdout
         async for event in client.request("chat", params):
@@ -109,6 +142,76 @@ async def ask(socket: Path, args: argparse.Namespace) -> int:
             out.flush()
         if not args.json:
             out.write("\n")
+    return 0
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+async def history(socket: Path, args: argparse.Namespace) -> int:
+    action = args.history_command
+    async with await Client.connect(socket) as client:
+        if action == "list":
+            result = await client.call("conversations.list", {"limit": args.limit})
+            if args.json:
+                print(json.dumps(result["conversations"], indent=2, ensure_ascii=False))
+            for c in [] if args.json else result["conversations"]:
+                title = c["title"] if c["error"] is None else f"(unreadable: {c['error']})"
+                print(f"{c['id']}  {_when(c['updated'])}  {c['message_count']:>3} msgs  {title}")
+        elif action == "show":
+            conversation = await client.call("conversations.get", {"id": args.id})
+            print(f"# {conversation['title'] or 'Conversation'}\n")
+            for m in conversation["messages"]:
+                body = m["content"] if m["error"] is None else f"(unreadable: {m['error']})"
+                print(f"{(m['role'] or '?').upper()}: {body}\n")
+            for failure in conversation["failures"]:
+                print(f"hush: {failure}", file=sys.stderr)
+            if conversation["failures"]:
+                return EXIT_FAILED
+        elif action == "export":
+            result = await client.call("conversations.export",
+                                       {"id": args.id, "format": args.format})
+            sys.stdout.write(result["text"])
+        elif action == "search":
+            hits = (await client.call("conversations.search", {"query": args.query}))["hits"]
+            if args.json:
+                print(json.dumps(hits, indent=2, ensure_ascii=False))
+            for hit in [] if args.json else hits:
+                print(f"{hit['conversation_id']}  {hit['title'] or ''}: {hit['snippet']}")
+        elif action == "delete":
+            await client.call("conversations.delete", {"id": args.id})
+            print(f"{args.id}: deleted")
+        elif action == "rename":
+            await client.call("conversations.rename", {"id": args.id, "title": args.title})
+            print(f"{args.id}: renamed")
+    return 0
+
+
+def _read_secret(prompt: str) -> str:
+    if sys.stdin.isatty():
+        return getpass.getpass(prompt)
+    return sys.stdin.readline().rstrip("\n")
+
+
+async def unlock(socket: Path, _args: argparse.Namespace) -> int:
+    passphrase = _read_secret("Passphrase: ")
+    async with await Client.connect(socket) as client:
+        await client.call("unlock", {"passphrase": passphrase})
+    print("unlocked")
+    return 0
+
+
+async def keys(socket: Path, args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {}
+    if args.passphrase:
+        first = _read_secret("New passphrase: ")
+        if sys.stdin.isatty() and _read_secret("Again: ") != first:
+            return fail("the passphrases differ; nothing changed", EXIT_USAGE)
+        params["passphrase"] = first
+    async with await Client.connect(socket) as client:
+        result = await client.call("keys.rotate", params)
+    print(f"rotated: data keys are now wrapped by {result['key_source']}")
     return 0
 
 
@@ -229,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "model":
             return model_command(socket, args)
-        runner = {"ask": ask, "status": status}[args.command]
+        runner = {"ask": ask, "status": status, "history": history, "unlock": unlock,
+                  "keys": keys}[args.command]
         return asyncio.run(runner(socket, args))
     except DaemonUnavailable as exc:
         return fail(exc.message, EXIT_UNAVAILABLE)
