@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from . import __version__
-from .engine.generator import GenerationOptions
+from .chat import Blocked, ChatTurn
 from .errors import HushError
+from .policy.tools import dump_policy, render_test
 from .protocol import (
     PROTOCOL_VERSION,
     CancelParams,
@@ -33,6 +34,7 @@ from .protocol import (
     FrameReader,
     ListParams,
     ModelUseParams,
+    PolicyTestParams,
     ProtocolError,
     RenameParams,
     Request,
@@ -45,7 +47,6 @@ from .protocol import (
     error_event,
     parse_request,
 )
-from .scheduler import GenerationStats
 from .store import Store
 
 if TYPE_CHECKING:
@@ -221,6 +222,8 @@ class Connection:
             "conversations.search": self.conversations_search,
             "conversations.export": self.conversations_export,
             "unlock": self.unlock,
+            "policy.show": self.policy_show,
+            "policy.test": self.policy_test,
             "keys.rotate": self.keys_rotate,
         }
         handler = handlers[request.method]
@@ -262,62 +265,25 @@ class Connection:
         await self.send(done)
 
     async def chat(self, request_id: str, params: ChatParams) -> None:
-        history = self.server.history
-        uid = self.peer.uid
-        fields = params.options.model_dump()
-        options = GenerationOptions(**{**fields, "stop": tuple(fields["stop"])})
-        past: list[dict[str, str]] = []
-        if params.conversation is not None:
-            conversation = await history.call(Store.get, uid, params.conversation)
-            cid = conversation.id
-            system = params.system or conversation.system or self.server.settings.system_prompt
-            # A record that failed authentication is left out of the model's view, not guessed.
-            past = [{"role": m.role, "content": m.content} for m in conversation.messages
-                    if m.error is None and m.role in ("user", "assistant")]
-        else:
-            system = params.system or self.server.settings.system_prompt
-            cid = await history.call(Store.create_conversation, uid,
-                                     title=_title(params.message), system=system)
-        # The question is committed before any answer is streamed: acknowledged means kept.
-        await history.call(Store.append, uid, cid, "user", params.message)
-        messages = [{"role": "system", "content": system}, *past,
-                    {"role": "user", "content": params.message}]
-        stats = GenerationStats()
         cancel = threading.Event()
         self.cancels[request_id] = cancel
-        answer: list[str] = []
         try:
-            stream = self.server.scheduler.generate(uid, messages, options, stats, cancel)
-            async with contextlib.aclosing(stream):
-                async for piece in stream:
-                    answer.append(piece)
-                    await self.send({"type": "token", "id": request_id, "text": piece})
+            turn = ChatTurn(self.server, self.peer.uid, request_id, params, self.send, cancel)
+            done = await turn.run()
         finally:
             self.cancels.pop(request_id, None)
-        if answer:
-            await history.call(Store.append, uid, cid, "assistant", "".join(answer))
-        done: DoneEvent = {
-            "type": "done",
-            "id": request_id,
-            "conversation": cid,
-            "finish_reason": stats.finish_reason,
-            "dropped_turns": stats.dropped_turns,
-            "usage": {
-                "prompt_tokens": stats.prompt_tokens,
-                "completion_tokens": stats.completion_tokens,
-            },
-            "timings": {
-                "queued_ms": round(stats.queued_s * 1000, 1),
-                "first_token_ms": round(stats.first_token_s * 1000, 1),
-                "total_ms": round(stats.total_s * 1000, 1),
-                "decode_tokens_per_s": round(stats.decode_tokens_per_s, 2),
-                "batch_size": stats.batch_size,
-            },
-        }
-        log.info("chat %s/%s: %d+%d tokens, %s, %.1f tok/s", self.tag, request_id,
-                 stats.prompt_tokens, stats.completion_tokens, stats.finish_reason,
-                 stats.decode_tokens_per_s)
         await self.send(done)
+
+    async def policy_show(self, request_id: str, _params: object) -> None:
+        policy = self.server.guard.for_uid(self.peer.uid)
+        await self.send_result(request_id, {**self.server.guard.describe(self.peer.uid),
+                                            "yaml": dump_policy(policy)})
+
+    async def policy_test(self, request_id: str, params: PolicyTestParams) -> None:
+        policy = self.server.guard.for_uid(self.peer.uid)
+        out, status = render_test(policy, params.text, params.direction)
+        await self.send_result(request_id, {"output": out, "exit_status": status,
+                                            "version": policy.version})
 
     async def conversations_list(self, request_id: str, params: ListParams) -> None:
         items = await self.server.history.call(Store.list, self.peer.uid, limit=params.limit,
@@ -349,7 +315,14 @@ class Connection:
     async def conversations_export(self, request_id: str, params: ExportParams) -> None:
         text = await self.server.history.call(Store.export, self.peer.uid, params.id,
                                               params.format)
-        await self.send_result(request_id, {"format": params.format, "text": text})
+        policy = self.server.guard.for_uid(self.peer.uid)
+        decision = policy.apply("export", text)
+        self.server.guard.record(decision.findings, request_id=request_id, policy=policy,
+                                 uid=self.peer.uid)
+        if decision.blocked:
+            raise Blocked(decision.block_message or "the policy forbids exporting this")
+        await self.send_result(request_id, {"format": params.format, "text": decision.text,
+                                            "policy_version": policy.version})
 
     async def unlock(self, request_id: str, params: UnlockParams) -> None:
         await self.server.history.unlock(params.passphrase)
@@ -380,10 +353,3 @@ class Connection:
         done: DoneEvent = {"type": "done", "id": request_id, "result": result}
         await self.send(done)
 
-
-def _title(message: str) -> str:
-    """A first title from the opening message: its first line, cut at a word."""
-    line = message.strip().splitlines()[0] if message.strip() else "Conversation"
-    if len(line) <= 60:
-        return line
-    return line[:60].rsplit(" ", 1)[0] + "…"

@@ -112,6 +112,11 @@ class RotateParams(_Strict):
     """Switch to (or change) a passphrase; without it a new key of the same kind is made."""
 
 
+class PolicyTestParams(_Strict):
+    text: str
+    direction: Literal["input", "output", "storage", "documents", "export"] | None = None
+
+
 class ModelUseParams(_Strict):
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -130,6 +135,8 @@ METHODS: dict[str, type[_Strict]] = {
     "conversations.export": ExportParams,
     "unlock": UnlockParams,
     "keys.rotate": RotateParams,
+    "policy.show": EmptyParams,
+    "policy.test": PolicyTestParams,
 }
 
 
@@ -182,10 +189,28 @@ class DoneEvent(TypedDict):
     id: str
     finish_reason: NotRequired[str]
     conversation: NotRequired[str]
+    policy_version: NotRequired[str]
     dropped_turns: NotRequired[int]
     usage: NotRequired[Usage]
     timings: NotRequired[Timings]
     result: NotRequired[dict[str, Any]]
+
+
+class PolicyFinding(TypedDict):
+    detector: str
+    action: str
+    count: int
+
+
+class PolicyEvent(TypedDict):
+    """What the policy did to this request's text, in counts (never the matched text)."""
+
+    type: Literal["policy"]
+    id: str
+    direction: str
+    notice: str | None
+    warnings: list[str]
+    findings: list[PolicyFinding]
 
 
 class ErrorEvent(TypedDict):
@@ -195,7 +220,7 @@ class ErrorEvent(TypedDict):
     message: str
 
 
-Event = TokenEvent | DoneEvent | ErrorEvent
+Event = TokenEvent | PolicyEvent | DoneEvent | ErrorEvent
 
 
 def error_event(request_id: str | None, code: str, message: str) -> ErrorEvent:

@@ -25,12 +25,17 @@ from .connection import Connection, Peer, peer_credentials
 from .engine.generator import Engine
 from .engine.probe import available_cores, recorded_threads
 from .errors import HushError
+from .guard import Guard
 from .history import History
 from .models import ModelHolder
+from .policy import Pseudonyms
 from .protocol import encode, error_event
 from .scheduler import Scheduler
+from .store import Store
 
 log = logging.getLogger("hushd")
+
+RETENTION_INTERVAL_S = 3600.0
 
 # Settings bound to resources made once at start (sockets, directories, threads).
 _RESTART_ONLY = ("socket", "socket_mode", "socket_group", "state_dir", "config_dir",
@@ -98,13 +103,16 @@ def bind_socket(settings: Settings) -> socket.socket:
 
 
 class Server:
-    def __init__(self, settings: Settings, models: ModelHolder, *, workers: int,
+    def __init__(self, settings: Settings, models: ModelHolder, guard: Guard, *, workers: int,
                  reload_settings: Callable[[], Settings] | None = None) -> None:
         self.settings = settings
         self.reload_settings = reload_settings
         self.reload_requested = asyncio.Event()
         self.history = History(settings.state_dir,
                                settings.key_file or settings.config_dir / "hush.key")
+        self.guard = guard
+        # Placeholders of each conversation, so a pseudonym stays the same across its turns.
+        self.pseudonyms: dict[str, Pseudonyms] = {}
         self.allowed_group_ids = resolve_groups(settings.allow_groups)
         self.models = models
         self.scheduler = Scheduler(models, max_queued=settings.limits.max_queued,
@@ -124,6 +132,7 @@ class Server:
             "model_loaded": self.models.loaded,
             "store": "locked" if self.history.locked else "open",
             "key_source": str(source) if (source := self.history.key_source) else None,
+            "policy": self.guard.describe(os.getuid()),
             "uptime_s": round(time.monotonic() - self.started, 1),
             "connections": len(self.connections),
             "generating": self.scheduler.active,
@@ -197,8 +206,22 @@ class Server:
             self.allowed_group_ids = gids
             self.scheduler.max_queued = fresh.limits.max_queued
             self.models.keep_alive_s = fresh.keep_alive_s
+            await self.guard.reload()
             log.info("reloaded settings")
             systemd.notify(f"STATUS=serving {self.models.name}")
+
+    async def apply_retention(self) -> None:
+        """The policy's retention, at start and then hourly (a store that is locked waits)."""
+        while True:
+            retention = self.guard.current.for_uid(None).retention
+            if not self.history.locked and (retention.max_age_days or
+                                            retention.max_conversations):
+                max_age = retention.max_age_days * 86400 if retention.max_age_days else None
+                deleted = await self.history.call(Store.apply_retention, max_age_s=max_age,
+                                                  max_conversations=retention.max_conversations)
+                if deleted:
+                    log.info("retention deleted %d conversations", deleted)
+            await asyncio.sleep(RETENTION_INTERVAL_S)
 
     async def watchdog(self, interval: float) -> None:
         # Pinging from the loop itself proves the loop is alive, which a thread would not.
@@ -213,6 +236,7 @@ class Server:
 
     async def serve(self) -> None:
         self.install_signal_handlers()
+        self.guard.start()
         await self.history.open()
         if not self.settings.lazy_load:
             # READY=1 means "can answer now": load before announcing it.
@@ -220,6 +244,7 @@ class Server:
         self.scheduler.start()
         self.own_task(self.models.unload_when_idle())
         self.own_task(self.reload_on_sighup())
+        self.own_task(self.apply_retention())
         sock = systemd.listen_socket()
         if sock is None:
             sock = bind_socket(self.settings)
@@ -265,6 +290,7 @@ class Server:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.scheduler.close()
         await self.history.close()
+        await self.guard.stop()
         log.info("stopped")
 
 
@@ -282,8 +308,10 @@ def run(settings: Settings, reload_settings: Callable[[], Settings] | None = Non
     first = models.path_of(settings.model)
     # One decode worker per group of intra-op threads keeps every core busy, none shared.
     workers = settings.decode_workers or max(1, cores // intra_threads(first))
+    guard = Guard(settings.policy_dir or settings.config_dir / "policies",
+                  settings.state_dir / "audit.jsonl")
     try:
-        asyncio.run(Server(settings, models, workers=workers,
+        asyncio.run(Server(settings, models, guard, workers=workers,
                            reload_settings=reload_settings).serve())
     finally:
         models.close()

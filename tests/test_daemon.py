@@ -142,11 +142,11 @@ def test_missing_model_says_how_to_pull_it(tiny_daemon: Daemon) -> None:
 
 def test_hush_without_daemon_says_how_to_start_it(tiny_daemon: Daemon) -> None:
     result = tiny_daemon.hush("ask", "hello")
-    assert result.returncode == 3
+    assert result.returncode == 69
     assert "hushd is not running" in result.stderr and "start it" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     status = tiny_daemon.hush("status")
-    assert status.returncode == 3
+    assert status.returncode == 69
 
 
 def test_hush_ask_json_prints_events_ending_with_done(tiny_daemon: Daemon) -> None:

@@ -1,7 +1,8 @@
 """`hush`: the terminal UI (no arguments) and scriptable subcommands.
 
-Exit status: 0 success; 1 the request failed (the daemon said why); 2 bad usage;
-3 the daemon is not running or cannot be reached; 130 interrupted.
+Exit status: 0 success; 1 the request failed (the daemon said why); 2 bad usage or an invalid
+policy; 3 blocked by the policy (`hush policy test`); 69 the daemon is not running or cannot be
+reached (EX_UNAVAILABLE, as in sysexits.h); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from hush.daemon.errors import DaemonUnavailable, HushError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
+EXIT_UNAVAILABLE = 69  # sysexits.h EX_UNAVAILABLE
 
 EPILOG = """exit status:
   0    success
   1    the request failed; the reason is on stderr
-  2    bad usage
-  3    the daemon is not running or cannot be reached (start it with `hushd`)
+  2    bad usage, or (hush policy) an invalid policy file
+  3    hush policy test: the text is blocked by the policy
+  69   the daemon is not running or cannot be reached (start it with `hushd`)
   130  interrupted
 """
 
@@ -80,6 +82,19 @@ def parser() -> argparse.ArgumentParser:
     hrename = hsub.add_parser("rename", help="give a conversation a new title")
     hrename.add_argument("id")
     hrename.add_argument("title")
+
+    policy = command("policy", "check, test or show data policies")
+    psub = policy.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
+    pcheck = psub.add_parser("check", help="validate a policy file (no daemon needed)")
+    pcheck.add_argument("file", type=Path)
+    ptest = psub.add_parser(
+        "test", help="print TEXT as a direction would pass it on (exit 3 when blocked)")
+    ptest.add_argument("text")
+    ptest.add_argument("--policy", type=Path,
+                       help="evaluate this file locally instead of the daemon's policy")
+    ptest.add_argument("--direction",
+                       choices=["input", "output", "storage", "documents", "export"])
+    psub.add_parser("show", help="print the daemon's active merged policy and its version")
 
     command("unlock", "unlock a passphrase-protected store (the passphrase is read from "
             "the terminal, or stdin when piped)")
@@ -186,6 +201,49 @@ async def history(socket: Path, args: argparse.Namespace) -> int:
             await client.call("conversations.rename", {"id": args.id, "title": args.title})
             print(f"{args.id}: renamed")
     return 0
+
+
+def policy_local(args: argparse.Namespace) -> int | None:
+    """The policy actions that need no daemon; None when the daemon must answer."""
+    from hush.daemon.policy import load_policy_file
+    from hush.daemon.policy.tools import EXIT_INVALID, render_test
+
+    if args.policy_command == "check":
+        try:
+            policy = load_policy_file(args.file)
+        except HushError as exc:
+            print(exc.message, file=sys.stderr)
+            return EXIT_INVALID
+        print(f"{args.file}: valid (policy {policy.name}, version {policy.version})")
+        return 0
+    if args.policy_command == "test" and args.policy is not None:
+        try:
+            policy = load_policy_file(args.policy)
+        except HushError as exc:
+            print(exc.message, file=sys.stderr)
+            return EXIT_INVALID
+        out, status = render_test(policy, args.text, args.direction)
+        sys.stdout.write(out)
+        return status
+    return None
+
+
+async def policy(socket: Path, args: argparse.Namespace) -> int:
+    async with await Client.connect(socket) as client:
+        if args.policy_command == "show":
+            result = await client.call("policy.show")
+            sys.stdout.write(result["yaml"])
+            if result["error"]:
+                print(f"hush: the last reload failed, the policy above stays in force:\n"
+                      f"{result['error']}", file=sys.stderr)
+            return 0
+        params: dict[str, Any] = {"text": args.text}
+        if args.direction:
+            params["direction"] = args.direction
+        result = await client.call("policy.test", params)
+        sys.stdout.write(result["output"])
+        status: int = result["exit_status"]
+        return status
 
 
 def _read_secret(prompt: str) -> str:
@@ -332,8 +390,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "model":
             return model_command(socket, args)
+        if args.command == "policy" and (local := policy_local(args)) is not None:
+            return local
         runner = {"ask": ask, "status": status, "history": history, "unlock": unlock,
-                  "keys": keys}[args.command]
+                  "keys": keys, "policy": policy}[args.command]
         return asyncio.run(runner(socket, args))
     except DaemonUnavailable as exc:
         return fail(exc.message, EXIT_UNAVAILABLE)

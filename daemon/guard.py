@@ -1,0 +1,113 @@
+"""The daemon's side of data policies: the live policy set, its watcher, the audit trail.
+
+Each request takes one snapshot (`for_uid`) when it starts and keeps it to the end, so a
+reload never changes the rules under a request in flight; the request's `done` names the
+version it ran under.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from . import systemd
+from .policy import (
+    AuditLog,
+    CompiledPolicy,
+    Finding,
+    PolicyError,
+    PolicySet,
+    PolicyWatcher,
+    install_network_guard,
+    load_policy_set,
+)
+
+log = logging.getLogger("hushd.policy")
+
+
+class Guard:
+    def __init__(self, policy_dir: Path, audit_path: Path) -> None:
+        self.policy_dir = policy_dir
+        # A broken policy at start is fatal (PolicyError): never serve without the rules.
+        initial = load_policy_set(policy_dir)
+        self.audit = AuditLog(audit_path)
+        self._initial = initial
+        self.watcher: PolicyWatcher | None = None
+        self.network_guarded = False
+
+    @property
+    def current(self) -> PolicySet:
+        return self.watcher.current if self.watcher is not None else self._initial
+
+    def for_uid(self, uid: int) -> CompiledPolicy:
+        return self.current.for_uid(uid)
+
+    @property
+    def last_error(self) -> PolicyError | None:
+        return self.watcher.last_error if self.watcher is not None else None
+
+    def start(self) -> None:
+        shared = self._initial.for_uid(None)
+        if shared.network_deny:
+            # Belt and braces under PrivateNetwork=: refuse any non-Unix socket in-process.
+            install_network_guard()
+            self.network_guarded = True
+            log.info("network: denied in-process by policy %s (only Unix sockets)",
+                     shared.name)
+        self.watcher = PolicyWatcher(self.policy_dir, self._initial, on_swap=self._swapped,
+                                     on_error=self._failed)
+        self.watcher.start()
+        log.info("policy %s version %s from %s", shared.name, self._initial.version,
+                 self.policy_dir)
+
+    def _swapped(self, fresh: PolicySet) -> None:
+        log.info("policy reloaded: version %s", fresh.version)
+        systemd.notify(f"STATUS=policy {fresh.version}")
+
+    def _failed(self, error: PolicyError) -> None:
+        systemd.notify("STATUS=policy reload failed; the previous policy stays in force")
+
+    async def reload(self) -> None:
+        if self.watcher is not None:
+            await self.watcher.reload()
+
+    async def stop(self) -> None:
+        if self.watcher is not None:
+            await self.watcher.stop()
+
+    def record(self, findings: tuple[Finding, ...] | list[Finding], *, request_id: str,
+               policy: CompiledPolicy, uid: int) -> None:
+        if findings:
+            self.audit.write(findings, request_id=request_id, policy_version=policy.version,
+                             uid=uid)
+
+    def describe(self, uid: int) -> dict[str, Any]:
+        policy = self.for_uid(uid)
+        error = self.last_error
+        return {"name": policy.name, "version": policy.version,
+                "storage": policy.storage_mode, "network_deny": policy.network_deny,
+                "error": str(error) if error is not None else None}
+
+
+def notice(findings: tuple[Finding, ...] | list[Finding], direction: str) -> str | None:
+    """A sentence for the user about what the policy did, without the matched text."""
+    parts = []
+    for f in findings:
+        if f.action in ("allow",):
+            continue
+        what = f.detector.replace("_", " ")
+        verb = {"redact": "redacted", "mask": "masked", "pseudonymize": "replaced by "
+                "placeholders", "warn": "flagged", "block": "blocked"}.get(f.action, f.action)
+        parts.append(f"{f.count} {what}{'s' if f.count != 1 else ''} {verb}")
+    if not parts:
+        return None
+    where = {"input": "before the model saw them", "output": "in the answer",
+             "storage": "before storing", "documents": "in the document",
+             "export": "in the export"}.get(direction, "")
+    return f"{', '.join(parts)} {where}".strip()
+
+
+async def load_guard(policy_dir: Path, audit_path: Path) -> Guard:
+    return await asyncio.to_thread(Guard, policy_dir, audit_path)
