@@ -202,5 +202,22 @@ def real_daemon(short_dir: Path, real_cache: Path) -> Iterator[Daemon]:
 
 
 @pytest.fixture
+def catalog_daemon(short_dir: Path, request: pytest.FixtureRequest) -> Iterator[Daemon]:
+    """A daemon set up (not started) with the catalog model named by indirect parametrization.
+
+    The model is pulled into the machine's cache first (downloaded and imported once per
+    machine). Use: `@pytest.mark.parametrize("catalog_daemon", ["gemma3-270m"], indirect=True)`.
+    """
+    name = str(request.param)
+    layout = paths.CacheLayout.default()
+    catalog.pull(name, layout.models, layout.downloads)
+    daemon = _daemon(short_dir, layout.root, name)
+    yield daemon
+    if daemon.process is not None and daemon.process.poll() is None:
+        daemon.process.kill()
+        daemon.process.wait()
+
+
+@pytest.fixture
 def started_tiny_daemon(tiny_daemon: Daemon) -> Daemon:
     return tiny_daemon.start()

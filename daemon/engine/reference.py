@@ -41,6 +41,14 @@ REFERENCE_ARCHITECTURES = ("llama", "qwen2", "gemma3")
 _GEMMA3_SWA_PATTERN = 6
 _GEMMA3_LOCAL_ROPE_BASE = 10_000.0
 
+_VOCABULARY_FIELDS = frozenset(
+    f"tokenizer.ggml.{name}" for name in ("tokens", "scores", "token_type", "merges")
+)
+
+
+class UnsupportedArchitectureError(ValueError):
+    """The GGUF's architecture (or a feature of it) is not implemented here."""
+
 
 @dataclass(frozen=True)
 class ReferenceConfig:
@@ -56,22 +64,21 @@ class ReferenceConfig:
     rope_linear_factor: float
     rope_interleaved: bool
     attn_scale: float
+    local_rope_base: float  # rotary base of sliding-window layers
     sliding_window: int  # 0: no sliding window on any layer
-    swa_pattern: int  # every swa_pattern-th layer is global; 0: all layers alike
+    local_layers: tuple[bool, ...]  # per layer: uses the sliding window
 
     def is_local(self, layer: int) -> bool:
         """Whether `layer` uses the sliding window (and, for Gemma 3, the local rotary base)."""
-        if self.sliding_window <= 0:
-            return False
-        if self.swa_pattern <= 0:
-            return True
-        return (layer + 1) % self.swa_pattern != 0
+        return self.sliding_window > 0 and self.local_layers[layer]
 
 
 def _read_config(fields: dict[str, Any]) -> ReferenceConfig:
     arch = str(fields["general.architecture"])
     if arch not in REFERENCE_ARCHITECTURES:
-        raise ValueError(f"the reference model does not implement the {arch!r} architecture")
+        raise UnsupportedArchitectureError(
+            f"the reference model does not implement the {arch!r} architecture"
+        )
 
     def get(key: str, default: Any = None) -> Any:
         return fields.get(f"{arch}.{key}", default)
@@ -82,11 +89,19 @@ def _read_config(fields: dict[str, Any]) -> ReferenceConfig:
     scaling = get("rope.scaling.type", "none")
     linear = float(get("rope.scaling.factor", 1.0)) if scaling == "linear" else 1.0
     if scaling not in ("none", "linear", None):
-        raise ValueError(f"the reference model does not implement {scaling!r} RoPE scaling")
+        raise UnsupportedArchitectureError(
+            f"the reference model does not implement {scaling!r} RoPE scaling"
+        )
     is_gemma = arch == "gemma3"
+    n_layers = int(get("block_count"))
+    pattern = get("attention.sliding_window_pattern", _GEMMA3_SWA_PATTERN)
+    if isinstance(pattern, list | tuple):  # newer GGUFs list a flag per layer
+        local = tuple(bool(flag) for flag in pattern)
+    else:  # every pattern-th layer is global
+        local = tuple(int(pattern) <= 0 or (i + 1) % int(pattern) != 0 for i in range(n_layers))
     return ReferenceConfig(
         arch=arch,
-        n_layers=int(get("block_count")),
+        n_layers=n_layers,
         n_heads=n_heads,
         n_kv_heads=int(get("attention.head_count_kv", n_heads)),
         hidden=hidden,
@@ -98,10 +113,9 @@ def _read_config(fields: dict[str, Any]) -> ReferenceConfig:
         rope_interleaved=arch == "llama",
         # Gemma 3 (below 27B) sets query_pre_attn_scalar = head_dim: the usual 1/sqrt(d).
         attn_scale=1.0 / math.sqrt(head_dim),
+        local_rope_base=float(get("rope.freq_base_swa", _GEMMA3_LOCAL_ROPE_BASE)),
         sliding_window=int(get("attention.sliding_window", 0)) if is_gemma else 0,
-        swa_pattern=int(get("attention.sliding_window_pattern", _GEMMA3_SWA_PATTERN))
-        if is_gemma
-        else 0,
+        local_layers=local,
     )
 
 
@@ -109,35 +123,61 @@ class ReferenceModel:
     """Teacher-forced logits of a llama / qwen2 / gemma3 GGUF, computed in numpy."""
 
     def __init__(
-        self, config: ReferenceConfig, weights: dict[str, F32Array], vocab_size: int
+        self, config: ReferenceConfig, tensors: dict[str, Any], metadata: dict[str, Any]
     ) -> None:
         self.config = config
-        self.weights = weights
-        self.vocab_size = vocab_size
+        self.metadata = metadata  # GGUF fields, without the vocabulary lists
+        self._tensors = tensors  # gguf ReaderTensors, dequantized on first use
+        self._cache: dict[str, F32Array] = {}
+        self.vocab_size = int(self._shape("token_embd.weight")[0])
 
     @classmethod
     def from_gguf(cls, path: Path | str) -> ReferenceModel:
         from gguf import GGUFReader
-        from gguf.quants import dequantize
 
-        reader = GGUFReader(Path(path))
-        fields: dict[str, Any] = {}
+        return cls.from_reader(GGUFReader(Path(path)))
+
+    @classmethod
+    def from_reader(cls, reader: Any) -> ReferenceModel:
+        """From an open gguf.GGUFReader: opening one parses the whole vocabulary, which
+        takes seconds for large vocabularies, so callers that have one should share it."""
+        metadata: dict[str, Any] = {}
         for key, field in reader.fields.items():
-            if key.startswith("tokenizer."):
+            if key in _VOCABULARY_FIELDS:
                 continue  # large lists the forward pass does not need
-            fields[key] = field.contents()
-        config = _read_config(fields)
-        weights: dict[str, F32Array] = {}
-        for tensor in reader.tensors:
-            array = dequantize(tensor.data, tensor.tensor_type)
-            # GGUF lists dimensions innermost first; numpy wants them outermost first.
-            shape = tuple(int(d) for d in reversed(tensor.shape))
-            weights[tensor.name] = np.ascontiguousarray(array, dtype=np.float32).reshape(shape)
-        embeddings = weights["token_embd.weight"]
-        return cls(config, weights, int(embeddings.shape[0]))
+            metadata[key] = field.contents()
+        return cls(_read_config(metadata), {t.name: t for t in reader.tensors}, metadata)
+
+    def has(self, name: str) -> bool:
+        return name in self._tensors
 
     def w(self, name: str) -> F32Array:
-        return self.weights[name]
+        """A tensor as float32, outermost dimension first (a linear weight is [out, in])."""
+        cached = self._cache.get(name)
+        if cached is None:
+            from gguf.quants import dequantize
+
+            tensor = self._tensors[name]
+            array = dequantize(tensor.data, tensor.tensor_type)
+            cached = np.ascontiguousarray(array, dtype=np.float32).reshape(self._shape(name))
+            self._cache[name] = cached
+        return cached
+
+    def _embed(self, tokens: npt.NDArray[np.int64]) -> F32Array:
+        name = "token_embd.weight"
+        if name in self._cache:
+            return self._cache[name][tokens]
+        from gguf.quants import dequantize
+
+        # Dequantize only the rows used: the whole matrix takes seconds for 262k vocabularies
+        # and calibration never needs the LM head. GGUFReader gives one row of blocks per token.
+        tensor = self._tensors[name]
+        rows = dequantize(np.asarray(tensor.data)[tokens], tensor.tensor_type)
+        return np.asarray(rows, dtype=np.float32).reshape(len(tokens), -1)
+
+    def _shape(self, name: str) -> tuple[int, ...]:
+        # GGUF lists dimensions innermost first; numpy wants them outermost first.
+        return tuple(int(d) for d in reversed(self._tensors[name].shape))
 
     def logits(self, ids: Sequence[int], capture: Capture | None = None) -> F32Array:
         """Next-token logits [len(ids), vocab] for every position (causal, teacher forced)."""
@@ -149,7 +189,7 @@ class ReferenceModel:
         tokens = np.asarray(list(ids), dtype=np.int64)
         if tokens.ndim != 1 or tokens.size == 0:
             raise ValueError("ids must be a non-empty sequence of token ids")
-        x = self.w("token_embd.weight")[tokens].astype(np.float32)
+        x = self._embed(tokens)
         if cfg.arch == "gemma3":
             x = x * np.float32(math.sqrt(cfg.hidden))
         for layer in range(cfg.n_layers):
@@ -158,7 +198,7 @@ class ReferenceModel:
 
     def lm_head(self, hidden: F32Array) -> F32Array:
         # Tied embeddings when there is no separate output matrix.
-        head = self.weights.get("output.weight", self.weights["token_embd.weight"])
+        head = self.w("output.weight" if self.has("output.weight") else "token_embd.weight")
         return hidden @ head.T
 
     def _block(self, x: F32Array, layer: int, capture: Capture | None) -> F32Array:
@@ -193,9 +233,8 @@ class ReferenceModel:
 
         def project(kind: str, heads: int) -> F32Array:
             out = h @ self.w(f"{p}attn_{kind}.weight").T
-            bias = self.weights.get(f"{p}attn_{kind}.bias")
-            if bias is not None:
-                out = out + bias
+            if self.has(f"{p}attn_{kind}.bias"):
+                out = out + self.w(f"{p}attn_{kind}.bias")
             return out.reshape(T, heads, D)
 
         q = project("q", cfg.n_heads)
@@ -229,12 +268,11 @@ class ReferenceModel:
         cfg = self.config
         base, factor = cfg.rope_base, cfg.rope_linear_factor
         if local and cfg.arch == "gemma3":
-            base, factor = _GEMMA3_LOCAL_ROPE_BASE, 1.0  # Gemma 3 scales global layers only
+            base, factor = cfg.local_rope_base, 1.0  # Gemma 3 scales global layers only
         half = cfg.rope_dims // 2
         inv_freq = base ** (-np.arange(half, dtype=np.float64) * 2.0 / cfg.rope_dims)
-        freq_factors = self.weights.get("rope_freqs.weight")
-        if freq_factors is not None:  # Llama 3.1-style: per-frequency divisors
-            inv_freq = inv_freq / freq_factors.reshape(-1)[:half].astype(np.float64)
+        if self.has("rope_freqs.weight"):  # Llama 3.1-style: per-frequency divisors
+            inv_freq = inv_freq / self.w("rope_freqs.weight").reshape(-1)[:half]
         angles = (np.arange(T, dtype=np.float64) / factor)[:, None] * inv_freq[None, :]
         # [T, 1, half]: broadcast over heads.
         return (
@@ -260,12 +298,14 @@ class ReferenceModel:
 def _rms_norm(x: F32Array, weight: F32Array, eps: float) -> F32Array:
     # Normalises the last axis; the weight is used as stored (Gemma's 1 + w is already folded).
     scale = 1.0 / np.sqrt(np.mean(np.square(x), axis=-1, keepdims=True) + np.float32(eps))
-    return (x * scale * weight).astype(np.float32)
+    out: F32Array = (x * scale * weight).astype(np.float32)
+    return out
 
 
 def _silu(x: F32Array) -> F32Array:
     # x * sigmoid(x) written with tanh: np.exp(-x) would overflow for very negative x.
-    return (x * np.float32(0.5) * (1.0 + np.tanh(x * np.float32(0.5)))).astype(np.float32)
+    out: F32Array = (x * np.float32(0.5) * (1.0 + np.tanh(x * np.float32(0.5)))).astype(np.float32)
+    return out
 
 
 def _gelu_tanh(x: F32Array) -> F32Array:

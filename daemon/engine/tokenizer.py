@@ -1,9 +1,12 @@
 """Tokenizers: rebuilt from GGUF metadata at import time, wrapped for the engine at run time.
 
-A GGUF file carries its vocabulary as plain lists (tokens, token types, merges). At import we
-turn those into a `tokenizer.json` for the `tokenizers` library so that run time never needs
-the GGUF again. At run time `Tokenizer` encodes prompts and `StreamDecoder` turns generated ids
-into text one token at a time without ever emitting half a UTF-8 character.
+A GGUF file carries its vocabulary as plain lists (tokens, token types, merges, scores). At
+import we turn those into files a tokenizer library reads, so that run time never needs the
+GGUF again: byte-level BPE vocabularies (`tokenizer.ggml.model == "gpt2"`: SmolLM2, Llama 3,
+Qwen) become a `tokenizer.json` for the `tokenizers` library; SentencePiece vocabularies
+(`"llama"`: Gemma) become a SentencePiece `tokenizer.model` (see sentencepiece_vocab.py).
+At run time `Tokenizer` encodes prompts with either backend and `StreamDecoder` turns generated
+ids into text one token at a time without ever emitting half a UTF-8 character.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Protocol
 
 import tokenizers
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
@@ -85,23 +89,30 @@ class GGUFVocab:
     token_types: list[int]
     merges: list[str]
     scores: list[float]
+    # SentencePiece vocabularies need these; byte-level BPE ignores them.
+    add_space_prefix: bool = False  # tokenizer.ggml.add_space_prefix
+    unk_id: int | None = None
+    bos_id: int | None = None
+    eos_id: int | None = None
+    pad_id: int | None = None
+
+
+def build_tokenizer_files(vocab: GGUFVocab) -> dict[str, bytes]:
+    """The tokenizer files (name -> content) to write into the model directory."""
+    if vocab.model == "llama":
+        from .sentencepiece_vocab import build_sentencepiece_files
+
+        return build_sentencepiece_files(vocab)
+    return {TOKENIZER_FILE: build_tokenizer_json(vocab).encode("utf-8")}
 
 
 def build_tokenizer_json(vocab: GGUFVocab) -> str:
-    """Return a `tokenizer.json` document equivalent to the GGUF vocabulary."""
+    """Return a `tokenizer.json` document equivalent to a byte-level BPE GGUF vocabulary."""
     if vocab.model == "gpt2":
         return _build_byte_level_bpe(vocab).to_str()
-    if vocab.model == "llama":
-        # SentencePiece vocabularies (Gemma, Llama 2, Mistral): to be rebuilt as a
-        # sentencepiece ModelProto from tokens, scores and types (see docs/MODELS.md).
-        raise UnsupportedModelError(
-            "This GGUF has a SentencePiece vocabulary (tokenizer.ggml.model = 'llama'), which "
-            "Hush cannot import yet. Models with byte-level BPE vocabularies (SmolLM2, "
-            "Llama 3, Qwen 2.5) are supported."
-        )
     raise UnsupportedModelError(
         f"Unsupported tokenizer type {vocab.model!r} in the GGUF (tokenizer.ggml.model). "
-        "Hush supports 'gpt2' (byte-level BPE) vocabularies."
+        "Hush supports 'gpt2' (byte-level BPE) and 'llama' (SentencePiece) vocabularies."
     )
 
 
@@ -178,26 +189,77 @@ class StreamDecoder:
         return bool(buffered)
 
 
-class Tokenizer:
-    """The run-time tokenizer of an imported model."""
+class TokenizerBackend(Protocol):
+    """What `Tokenizer` needs from a tokenizer library."""
+
+    vocab_size: int
+    special_tokens: dict[str, int]  # control tokens: never shown as text
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def id_to_token(self, token_id: int) -> str | None: ...
+
+    def token_to_id(self, token: str) -> int | None: ...
+
+    def piece_bytes(self, token_id: int) -> bytes: ...
+
+
+class ByteLevelBackend:
+    """Byte-level BPE through the `tokenizers` library (tokenizer.json)."""
 
     def __init__(self, backend: tokenizers.Tokenizer) -> None:
         self._backend = backend
         document = json.loads(backend.to_str())
-        decoder = document.get("decoder") or {}
-        self._byte_level = decoder.get("type") == "ByteLevel"
-        self._special: dict[str, int] = {}
+        self.vocab_size = int(backend.get_vocab_size(with_added_tokens=True))
+        self.special_tokens: dict[str, int] = {}
         self._added: dict[int, str] = {}
         for entry in document.get("added_tokens", []):
             self._added[int(entry["id"])] = entry["content"]
             if entry.get("special"):
-                self._special[entry["content"]] = int(entry["id"])
+                self.special_tokens[entry["content"]] = int(entry["id"])
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._backend.encode(text, add_special_tokens=False).ids)
+
+    def id_to_token(self, token_id: int) -> str | None:
+        token = self._backend.id_to_token(token_id)
+        return None if token is None else str(token)
+
+    def token_to_id(self, token: str) -> int | None:
+        token_id = self._backend.token_to_id(token)
+        return None if token_id is None else int(token_id)
+
+    def piece_bytes(self, token_id: int) -> bytes:
+        if token_id in self._added:
+            return self._added[token_id].encode("utf-8")
+        token = self.id_to_token(token_id)
+        if token is None:
+            raise ModelError(f"Token id {token_id} is outside the vocabulary ({self.vocab_size}).")
+        table = byte_decoder()
+        if all(c in table for c in token):
+            return bytes(table[c] for c in token)
+        return token.encode("utf-8")
+
+
+class Tokenizer:
+    """The run-time tokenizer of an imported model, over either backend."""
+
+    def __init__(self, backend: TokenizerBackend | tokenizers.Tokenizer) -> None:
+        if isinstance(backend, tokenizers.Tokenizer):
+            backend = ByteLevelBackend(backend)
+        self._backend: TokenizerBackend = backend
+        self._special = dict(backend.special_tokens)
         self._special_ids = frozenset(self._special.values())
         self._bytes_cache: dict[int, bytes] = {}
 
     @classmethod
     def load(cls, model_dir: Path) -> Tokenizer:
-        path = Path(model_dir) / TOKENIZER_FILE
+        from .sentencepiece_vocab import SENTENCEPIECE_FILE, SentencePieceBackend
+
+        model_dir = Path(model_dir)
+        if (model_dir / SENTENCEPIECE_FILE).is_file():
+            return cls(SentencePieceBackend.load(model_dir))
+        path = model_dir / TOKENIZER_FILE
         if not path.is_file():
             raise ModelError(
                 f"{model_dir} has no {TOKENIZER_FILE}. Import the model again from its GGUF file."
@@ -211,11 +273,11 @@ class Tokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return int(self._backend.get_vocab_size(with_added_tokens=True))
+        return self._backend.vocab_size
 
     @property
     def special_tokens(self) -> dict[str, int]:
-        """Control tokens (`<|im_start|>`, ...) by string."""
+        """Control tokens (`<|im_start|>`, `<start_of_turn>`, ...) by string."""
         return dict(self._special)
 
     def encode(self, text: str) -> list[int]:
@@ -224,23 +286,26 @@ class Tokenizer:
         No BOS is added here: the engine decides that, because chat templates often
         write it themselves.
         """
-        return list(self._backend.encode(text, add_special_tokens=False).ids)
+        return self._backend.encode(text)
 
     def decode(self, ids: Sequence[int], *, skip_special: bool = True) -> str:
-        if not skip_special:
-            return str(self._backend.decode(list(ids), skip_special_tokens=False))
-        data = b"".join(self.token_bytes(i) for i in ids)
-        return data.decode("utf-8", errors="replace")
+        parts = []
+        for i in ids:
+            if i in self._special_ids:
+                if not skip_special:
+                    parts.append(self.id_to_token(i).encode("utf-8"))
+            else:
+                parts.append(self.token_bytes(i))
+        return b"".join(parts).decode("utf-8", errors="replace")
 
     def id_to_token(self, token_id: int) -> str:
         token = self._backend.id_to_token(token_id)
         if token is None:
             raise ModelError(f"Token id {token_id} is outside the vocabulary ({self.vocab_size}).")
-        return str(token)
+        return token
 
     def token_to_id(self, token: str) -> int | None:
-        token_id = self._backend.token_to_id(token)
-        return None if token_id is None else int(token_id)
+        return self._backend.token_to_id(token)
 
     def is_special(self, token_id: int) -> bool:
         return token_id in self._special_ids
@@ -249,25 +314,16 @@ class Tokenizer:
         """The raw bytes a token stands for; b"" for control tokens."""
         cached = self._bytes_cache.get(token_id)
         if cached is None:
-            cached = self._compute_token_bytes(token_id)
+            if token_id in self._special_ids:
+                cached = b""
+            elif not 0 <= token_id < self.vocab_size:
+                raise ModelError(
+                    f"Token id {token_id} is outside the vocabulary ({self.vocab_size})."
+                )
+            else:
+                cached = self._backend.piece_bytes(token_id)
             self._bytes_cache[token_id] = cached
         return cached
-
-    def _compute_token_bytes(self, token_id: int) -> bytes:
-        if token_id in self._special_ids:
-            return b""
-        if token_id in self._added:
-            return self._added[token_id].encode("utf-8")
-        token = self.id_to_token(token_id)
-        if self._byte_level:
-            table = byte_decoder()
-            if all(c in table for c in token):
-                return bytes(table[c] for c in token)
-            return token.encode("utf-8")
-        # SentencePiece conventions: <0xAB> is a raw byte, U+2581 stands for a space.
-        if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
-            return bytes([int(token[3:5], 16)])
-        return token.replace("\u2581", " ").encode("utf-8")
 
     def stream_decoder(self) -> StreamDecoder:
         return StreamDecoder(self)

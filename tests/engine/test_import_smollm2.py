@@ -62,13 +62,14 @@ def test_tokenizer_matches_reference_ids(engine: Engine) -> None:
     assert engine.tokenizer.decode(engine.tokenizer.encode("héllo wörld 👋")) == "héllo wörld 👋"
 
 
-def test_greedy_answer_knows_paris(engine: Engine) -> None:
-    # With an explicit system prompt. (With the template's built-in default system prompt
-    # int8 SmolLM2 answers wrongly: activation quantization error, float32 is right.)
-    messages = [
-        {"role": "system", "content": "You are a helpful assistant."},
-        {"role": "user", "content": "What is the capital of France?"},
-    ]
+@pytest.mark.parametrize("system", ["You are a helpful assistant.", None])
+def test_greedy_answer_knows_paris(engine: Engine, system: str | None) -> None:
+    # None: the template's own default system prompt. Without SmoothQuant-style smoothing at
+    # import, int8 answered that one with "L'Étoile, la Marseillaise, ..." (activation
+    # quantization error); float32 and the smoothed int8 import both say Paris.
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    if system is not None:
+        messages.insert(0, {"role": "system", "content": system})
     generation = engine.stream(engine.prompt_ids(messages), GenerationOptions(max_tokens=32))
     text = "".join(generation)
     assert "Paris" in text
