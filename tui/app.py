@@ -30,6 +30,8 @@ class HushApp(App[None]):
     TITLE = "Hush"
     SUB_TITLE = "private assistant"
     CSS_PATH = "app.tcss"
+    # Screens get -narrow below 100 columns: the list then gives the chat more room.
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (100, "-wide")]
     # Priority: these win over the message box's own editing keys (Ctrl+D, Ctrl+E, Ctrl+F
     # edit text in an Input); Delete, End and Ctrl+W still do that editing.
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -74,9 +76,6 @@ class HushApp(App[None]):
         self.prompt.focus()
         if await self.session.connect():
             await self.refresh_everything()
-
-    def on_resize(self) -> None:
-        self.set_class(self.size.width < 100, "-narrow")
 
     async def on_unmount(self) -> None:
         await self.session.close()

@@ -23,10 +23,22 @@ class Notice(Static):
     """An inline note from the daemon (a policy decision, a dropped turn) under a message."""
 
 
+WELCOME = (
+    "Ask anything. The model runs on this machine, the conversation is stored encrypted, and "
+    "your data policy decides what the model may see and what is kept.\n\n"
+    "Enter sends · Esc stops an answer · Ctrl+N new conversation · F1 all keys"
+)
+
+
 class ChatView(VerticalScroll):
     """Scrolls with the answer while it streams, unless the user scrolled away."""
 
+    def on_mount(self) -> None:
+        self.mount(Static(WELCOME, id="welcome", markup=False))
+
     async def add_message(self, role: str, text: str = "") -> MessageView:
+        for welcome in self.query("#welcome"):
+            await welcome.remove()
         view = MessageView(role, text)
         await self.mount(view)
         self.anchor()
@@ -41,3 +53,4 @@ class ChatView(VerticalScroll):
 
     async def clear(self) -> None:
         await self.remove_children()
+        await self.mount(Static(WELCOME, id="welcome", markup=False))
