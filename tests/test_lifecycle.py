@@ -34,15 +34,27 @@ def test_sigterm_mid_generation_cancels_after_grace_and_exits_zero(tiny_daemon: 
     conn = RawConnection(tiny_daemon.socket)
     conn.hello()
     conn.send(LONG)
-    assert conn.frame()["type"] == "token"
+    first = conn.frame()
+    assert first["type"] == "token"
     started = time.monotonic()
     assert tiny_daemon.process is not None
     tiny_daemon.process.send_signal(signal.SIGTERM)
-    frames = _frames_until_done(conn, "long")
-    assert frames[-1]["type"] == "done" and frames[-1]["finish_reason"] == "cancelled"
+    frames = [first, *_frames_until_done(conn, "long")]
+    done = frames[-1]
+    assert done["type"] == "done" and done["finish_reason"] == "cancelled"
     assert tiny_daemon.process.wait(30) == 0
     assert time.monotonic() - started < 10
     assert "cancelling 1 requests still running" in tiny_daemon.log
+    # Nothing acknowledged is lost: the question and the part of the answer that was sent.
+    sent = "".join(str(f["text"]) for f in frames if f["type"] == "token")
+    tiny_daemon.start()
+    kept = RawConnection(tiny_daemon.socket)
+    kept.hello()
+    kept.send(json.dumps({"id": "g", "method": "conversations.get",
+                          "params": {"id": done["conversation"]}}).encode() + b"\n")
+    messages = kept.frame()["result"]["messages"]  # type: ignore[index]
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert messages[0]["content"] == "go" and messages[1]["content"] == sent
 
 
 def test_sigterm_lets_a_short_generation_finish(tiny_daemon: Daemon) -> None:
