@@ -78,6 +78,11 @@ class Settings(BaseModel):
     """Used when a request names none. Small models answer best with a short, plain one."""
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     """How long SIGTERM lets in-flight generations finish before they are cancelled."""
+    inbox_dir: Path | None = None
+    """A directory to watch: each document dropped there is summarized once it stops
+    growing, and the summary written to `outbox_dir`."""
+    outbox_dir: Path | None = None
+    """Where inbox summaries and error notes go (default: <inbox_dir>/summaries)."""
     limits: Limits = Limits()
 
     @property

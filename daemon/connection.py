@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from . import __version__
 from .chat import Blocked, ChatTurn
+from .documents import Uploads, summarize
 from .errors import HushError
 from .policy.tools import dump_policy, render_test
 from .protocol import (
@@ -29,6 +30,7 @@ from .protocol import (
     ClientHello,
     ConversationParams,
     DaemonHello,
+    DocumentPutParams,
     DoneEvent,
     ExportParams,
     FrameReader,
@@ -40,6 +42,7 @@ from .protocol import (
     Request,
     RotateParams,
     SearchParams,
+    SummarizeParams,
     UnlockParams,
     decode,
     describe_validation,
@@ -97,6 +100,7 @@ class Connection:
         self.cancels: dict[str, threading.Event] = {}
         limits = server.settings.limits
         self.frames = FrameReader(limits.max_frame_bytes)
+        self.uploads = Uploads()
 
     # --- sending ---
 
@@ -224,6 +228,8 @@ class Connection:
             "unlock": self.unlock,
             "policy.show": self.policy_show,
             "policy.test": self.policy_test,
+            "document.put": self.document_put,
+            "summarize": self.summarize,
             "keys.rotate": self.keys_rotate,
         }
         handler = handlers[request.method]
@@ -273,6 +279,25 @@ class Connection:
         finally:
             self.cancels.pop(request_id, None)
         await self.send(done)
+
+    async def document_put(self, request_id: str, params: DocumentPutParams) -> None:
+        limit = self.server.guard.for_uid(self.peer.uid).limits.max_document_bytes
+        upload = self.uploads.put(params.document, data=params.data, filename=params.filename,
+                                  media_type=params.media_type, last=params.last, limit=limit)
+        await self.send_result(request_id, {"document": params.document,
+                                            "received": upload.size,
+                                            "complete": upload.complete})
+
+    async def summarize(self, request_id: str, params: SummarizeParams) -> None:
+        upload = self.uploads.take(params.document)
+        cancel = threading.Event()
+        self.cancels[request_id] = cancel
+        try:
+            result = await summarize(self.server, self.peer.uid, request_id, upload, params,
+                                     self.send, cancel)
+        finally:
+            self.cancels.pop(request_id, None)
+        await self.send_result(request_id, result)
 
     async def policy_show(self, request_id: str, _params: object) -> None:
         policy = self.server.guard.for_uid(self.peer.uid)

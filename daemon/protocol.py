@@ -117,6 +117,22 @@ class PolicyTestParams(_Strict):
     direction: Literal["input", "output", "storage", "documents", "export"] | None = None
 
 
+class DocumentPutParams(_Strict):
+    """One chunk of a document the client read itself (base64; frames stay under 1 MiB)."""
+
+    document: str = Field(min_length=1, max_length=64)
+    data: str = Field(max_length=700_000)
+    filename: str = Field(min_length=1, max_length=255)
+    media_type: str | None = Field(default=None, max_length=100)
+    last: bool = False
+
+
+class SummarizeParams(_Strict):
+    document: str = Field(min_length=1, max_length=64)
+    length: Literal["short", "medium", "long"] = "short"
+    bullets: bool = False
+
+
 class ModelUseParams(_Strict):
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -137,6 +153,8 @@ METHODS: dict[str, type[_Strict]] = {
     "keys.rotate": RotateParams,
     "policy.show": EmptyParams,
     "policy.test": PolicyTestParams,
+    "document.put": DocumentPutParams,
+    "summarize": SummarizeParams,
 }
 
 
@@ -213,6 +231,18 @@ class PolicyEvent(TypedDict):
     findings: list[PolicyFinding]
 
 
+class ProgressEvent(TypedDict):
+    """How far a long job is: steps done of total, and a rough estimate of the time left."""
+
+    type: Literal["progress"]
+    id: str
+    stage: str
+    done: int
+    total: int
+    elapsed_s: float
+    eta_s: float | None
+
+
 class ErrorEvent(TypedDict):
     type: Literal["error"]
     id: str | None
@@ -220,7 +250,7 @@ class ErrorEvent(TypedDict):
     message: str
 
 
-Event = TokenEvent | PolicyEvent | DoneEvent | ErrorEvent
+Event = TokenEvent | PolicyEvent | ProgressEvent | DoneEvent | ErrorEvent
 
 
 def error_event(request_id: str | None, code: str, message: str) -> ErrorEvent:

@@ -22,6 +22,7 @@ from typing import Any
 from . import __version__, systemd
 from .config import Settings
 from .connection import Connection, Peer, peer_credentials
+from .documents import summarize_for_inbox
 from .engine.generator import Engine
 from .engine.probe import available_cores, recorded_threads
 from .errors import HushError
@@ -32,6 +33,7 @@ from .policy import Pseudonyms
 from .protocol import encode, error_event
 from .scheduler import Scheduler
 from .store import Store
+from .summarize.inbox import Inbox
 
 log = logging.getLogger("hushd")
 
@@ -40,7 +42,7 @@ RETENTION_INTERVAL_S = 3600.0
 # Settings bound to resources made once at start (sockets, directories, threads).
 _RESTART_ONLY = ("socket", "socket_mode", "socket_group", "state_dir", "config_dir",
                  "key_file", "cache_dir", "policy_dir", "model", "intra_threads",
-                 "decode_workers", "max_batch", "lazy_load")
+                 "decode_workers", "max_batch", "lazy_load", "inbox_dir", "outbox_dir")
 
 
 def prepare_socket_path(path: Path) -> None:
@@ -111,6 +113,7 @@ class Server:
         self.history = History(settings.state_dir,
                                settings.key_file or settings.config_dir / "hush.key")
         self.guard = guard
+        self.inbox: Inbox | None = None
         # Placeholders of each conversation, so a pseudonym stays the same across its turns.
         self.pseudonyms: dict[str, Pseudonyms] = {}
         self.allowed_group_ids = resolve_groups(settings.allow_groups)
@@ -210,6 +213,17 @@ class Server:
             log.info("reloaded settings")
             systemd.notify(f"STATUS=serving {self.models.name}")
 
+    def start_inbox(self) -> None:
+        inbox = self.settings.inbox_dir
+        if inbox is None:
+            return
+        outbox = self.settings.outbox_dir or inbox / "summaries"
+        limit = self.guard.for_uid(os.getuid()).limits.max_document_bytes
+        self.inbox = Inbox(inbox, outbox, summarize_for_inbox(self, asyncio.get_running_loop()),
+                           max_bytes=limit)
+        self.inbox.start()
+        log.info("watching inbox %s; summaries go to %s", inbox, outbox)
+
     async def apply_retention(self) -> None:
         """The policy's retention, at start and then hourly (a store that is locked waits)."""
         while True:
@@ -242,6 +256,7 @@ class Server:
             # READY=1 means "can answer now": load before announcing it.
             self.models.release(await self.models.acquire())
         self.scheduler.start()
+        self.start_inbox()
         self.own_task(self.models.unload_when_idle())
         self.own_task(self.reload_on_sighup())
         self.own_task(self.apply_retention())
@@ -289,6 +304,8 @@ class Server:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.scheduler.close()
+        if self.inbox is not None:
+            await asyncio.to_thread(self.inbox.stop)
         await self.history.close()
         await self.guard.stop()
         log.info("stopped")

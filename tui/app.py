@@ -31,7 +31,7 @@ class HushApp(App[None]):
     SUB_TITLE = "private assistant"
     CSS_PATH = "app.tcss"
     # Screens get -narrow below 100 columns: the list then gives the chat more room.
-    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (100, "-wide")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012
     # Priority: these win over the message box's own editing keys (Ctrl+D, Ctrl+E, Ctrl+F
     # edit text in an Input); Delete, End and Ctrl+W still do that editing.
     BINDINGS: ClassVar[list[BindingType]] = [

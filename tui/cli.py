@@ -104,6 +104,12 @@ def parser() -> argparse.ArgumentParser:
     rotate.add_argument("--passphrase", action="store_true",
                         help="protect the store with a passphrase from now on (asked for)")
 
+    summ = command("summarize", "summarize documents (text, Markdown, HTML, PDF) on the device")
+    summ.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    summ.add_argument("--length", choices=["short", "medium", "long"], default="short")
+    summ.add_argument("--bullets", action="store_true", help="answer as a bulleted list")
+    summ.add_argument("--json", action="store_true", help="print the daemon's events")
+
     status = command("status", "show what the daemon is doing")
     status.add_argument("--json", action="store_true")
     status.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
@@ -158,6 +164,64 @@ async def ask(socket: Path, args: argparse.Namespace) -> int:
         if not args.json:
             out.write("\n")
     return 0
+
+
+async def summarize(socket: Path, args: argparse.Namespace) -> int:
+    from .documents import send_document
+
+    failures = 0
+    async with await Client.connect(socket) as client:
+        for path in args.files:
+            try:
+                document = await send_document(client, path)
+            except OSError as exc:
+                failures += 1
+                print(f"hush: cannot read {path}: {exc.strerror}", file=sys.stderr)
+                continue
+            params = {"document": document, "length": args.length, "bullets": args.bullets}
+            bar = _ProgressBar(path.name) if sys.stderr.isatty() and not args.json else None
+            try:
+                async for event in client.request("summarize", params):
+                    if args.json:
+                        print(json.dumps(event, ensure_ascii=False), flush=True)
+                    elif event["type"] == "progress" and bar is not None:
+                        bar.show(event["done"], event["total"], event["eta_s"])
+                    elif event["type"] == "policy" and event["notice"]:
+                        print(f"hush: {path.name}: {event['notice']}", file=sys.stderr)
+                    elif event["type"] == "done":
+                        if bar is not None:
+                            bar.clear()
+                        result = event.get("result", {})
+                        if len(args.files) > 1:
+                            print(f"## {path.name}\n")
+                        print(result["summary"].strip() + "\n")
+            except HushError as exc:
+                if bar is not None:
+                    bar.clear()
+                if exc.code == "unavailable":
+                    raise
+                failures += 1
+                print(f"hush: {path}: {exc.message}", file=sys.stderr)
+    return EXIT_FAILED if failures else 0
+
+
+class _ProgressBar:
+    """One self-rewriting line on stderr, for people; scripts get nothing."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name[:30]
+
+    def show(self, done: int, total: int, eta: float | None) -> None:
+        width = 30
+        filled = int(width * done / total) if total else 0
+        left = f", about {eta:.0f} s left" if eta is not None else ""
+        sys.stderr.write(f"\r{self.name} [{'#' * filled}{'.' * (width - filled)}] "
+                         f"{done}/{total}{left}\x1b[K")
+        sys.stderr.flush()
+
+    def clear(self) -> None:
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
 
 
 def _when(timestamp: float) -> str:
@@ -393,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "policy" and (local := policy_local(args)) is not None:
             return local
         runner = {"ask": ask, "status": status, "history": history, "unlock": unlock,
-                  "keys": keys, "policy": policy}[args.command]
+                  "keys": keys, "policy": policy, "summarize": summarize}[args.command]
         return asyncio.run(runner(socket, args))
     except DaemonUnavailable as exc:
         return fail(exc.message, EXIT_UNAVAILABLE)

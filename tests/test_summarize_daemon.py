@@ -1,0 +1,120 @@
+"""Summarizing through the real daemon: upload, policy, progress, cancel, storage, inbox."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from hush.daemon.client import Client, RequestFailed
+from hush.tui.documents import send_document
+
+from .conftest import Daemon
+
+CORPUS = Path(__file__).parent / "summarize" / "corpus"
+LONG = CORPUS / "kessel_river_survey.md"  # over 10,000 words
+
+
+def test_summarize_command_stores_a_conversation_for_follow_ups(tiny_daemon: Daemon) -> None:
+    tiny_daemon.start()
+    result = tiny_daemon.hush("summarize", "--json", str(CORPUS / "complaint_letter.txt"))
+    assert result.returncode == 0, result.stderr
+    done = json.loads(result.stdout.splitlines()[-1])
+    assert done["type"] == "done" and done["result"]["summary"].strip()
+    cid = done["result"]["conversation"]
+    listed = tiny_daemon.hush("history", "list").stdout
+    assert "Summary: complaint_letter.txt" in listed and cid in listed
+    follow = tiny_daemon.hush("ask", "--json", "--max-tokens", "4", "--conversation", cid,
+                              "Who wrote it?")
+    assert follow.returncode == 0, follow.stderr
+    assert json.loads(follow.stdout.splitlines()[-1])["conversation"] == cid
+
+
+def test_long_document_reports_progress_and_fits_the_context(real_daemon: Daemon) -> None:
+    real_daemon.start()
+    result = real_daemon.hush("summarize", "--json", str(LONG), timeout=600)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    progress = [e for e in events if e["type"] == "progress"]
+    assert len(progress) >= 3
+    assert progress[-1]["done"] == progress[-1]["total"]
+    assert all(e["eta_s"] is None or e["eta_s"] >= 0 for e in progress)
+    done = events[-1]["result"]
+    assert done["chunks"] > 1 and done["rounds"] >= 1 and done["summary"].strip()
+
+
+async def test_summarize_can_be_cancelled_mid_way(tiny_daemon: Daemon) -> None:
+    tiny_daemon.start()
+    async with await Client.connect(tiny_daemon.socket) as client:
+        document = await send_document(client, LONG)
+        events = []
+        started = time.monotonic()
+        with pytest.raises(RequestFailed) as info:
+            async for event in client.request("summarize", {"document": document},
+                                              request_id="sum"):
+                events.append(event)
+                if event["type"] == "progress" and len(events) == 1:
+                    await client.call("cancel", {"request_id": "sum"})
+        assert info.value.code == "cancelled"
+        assert time.monotonic() - started < 60
+        assert (await client.call("conversations.list"))["total"] == 0
+
+
+def test_unsupported_and_oversized_documents_are_refused(tiny_daemon: Daemon,
+                                                         tmp_path: Path) -> None:
+    policies = tiny_daemon.config_dir / "policies"
+    policies.mkdir()
+    (policies / "10-small.yaml").write_text("name: small\nlimits:\n  max_document_bytes: 2000\n")
+    tiny_daemon.start()
+    odd = tmp_path / "slides.pptx"
+    odd.write_bytes(b"PK\x03\x04 not really")
+    refused = tiny_daemon.hush("summarize", str(odd))
+    assert refused.returncode == 1
+    assert "not accepted" in refused.stderr and "text/plain" in refused.stderr
+    big = tiny_daemon.hush("summarize", str(LONG))
+    assert big.returncode == 1 and "limit of 2000 bytes" in big.stderr
+
+
+def test_document_rules_redact_before_the_model(tiny_daemon: Daemon, tmp_path: Path) -> None:
+    policies = tiny_daemon.config_dir / "policies"
+    policies.mkdir()
+    (policies / "10-docs.yaml").write_text(textwrap.dedent("""\
+        name: docs
+        rules:
+          - name: mail
+            detectors: [email]
+            default: allow
+            documents: redact
+        """))
+    tiny_daemon.start()
+    letter = tmp_path / "letter.txt"
+    letter.write_text("Please reply to erin.hall@example.com about the invoice.\n")
+    result = tiny_daemon.hush("summarize", "--json", str(letter))
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    notices = [e["notice"] for e in events if e["type"] == "policy"]
+    assert notices == ["1 email redacted in the document"]
+
+
+def test_inbox_summarizes_a_dropped_file(tiny_daemon: Daemon, tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (tiny_daemon.config_dir / "hushd.yaml").write_text(
+        f"inbox_dir: {inbox}\noutbox_dir: {tmp_path / 'outbox'}\n")
+    tiny_daemon.start()
+    (inbox / "report.txt").write_text((CORPUS / "outage_report.txt").read_text())
+    (inbox / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0 jpeg")
+    deadline = time.monotonic() + 60
+    outbox = tmp_path / "outbox"
+    while time.monotonic() < deadline:
+        names = {p.name for p in outbox.iterdir()} if outbox.exists() else set()
+        if {"report.txt.summary.md", "photo.jpg.error.txt"} <= names:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"outbox has {names}\n{tiny_daemon.log}")
+    assert (outbox / "report.txt.summary.md").read_text().strip()
+    assert tiny_daemon.process is not None and tiny_daemon.process.poll() is None
