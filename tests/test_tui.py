@@ -184,3 +184,34 @@ async def test_help_and_command_palette(tiny_daemon: Daemon) -> None:
         await pilot.pause(0.3)
         await pilot.press("enter")
         await until(pilot, lambda: type(app.screen).__name__ == "PickScreen")
+
+
+async def test_summarize_a_file_with_progress(tiny_daemon: Daemon, tmp_path: Any,
+                                              monkeypatch: Any) -> None:
+    from pathlib import Path
+
+    from textual.widgets import ProgressBar
+
+    corpus = Path(__file__).parent / "summarize" / "corpus"
+    monkeypatch.chdir(corpus)
+    tiny_daemon.start()
+    app = HushApp(tiny_daemon.socket)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await connected(pilot, app)
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: type(app.screen).__name__ == "FileScreen")
+        await pilot.press("escape")  # changed my mind
+        await until(pilot, lambda: type(app.screen).__name__ != "FileScreen")
+        seen: list[float] = []
+        worker = app.run_worker(app.summarize_file(corpus / "kessel_river_survey.md"))
+        while not worker.is_finished:
+            for bar in app.query(ProgressBar):
+                if bar.total:
+                    seen.append(bar.progress)
+            await pilot.pause(0.05)
+        assert seen and max(seen) > 0  # the bar moved
+        assert app.conversation is not None
+        assert answers(app) and answers(app)[-1].text
+        options = app.query_one("#conversations", OptionList)
+        await until(pilot, lambda: options.option_count == 1)
+        assert "Summary: kessel_river" in str(options.get_option_at_index(0).prompt)

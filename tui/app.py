@@ -14,12 +14,12 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Markdown
+from textual.widgets import Footer, Header, Input, Markdown, ProgressBar
 from textual.widgets.markdown import MarkdownStream
 
 from hush.daemon.errors import HushError
 
-from .screens import ConfirmScreen, HelpScreen, PickScreen, TextScreen
+from .screens import ConfirmScreen, FileScreen, HelpScreen, PickScreen, TextScreen
 from .session import Session
 from .widgets.chat import ChatView, MessageView
 from .widgets.sidebar import Entry, Sidebar
@@ -44,6 +44,7 @@ class HushApp(App[None]):
         Binding("ctrl+y", "copy", "Copy answer", show=False, priority=True),
         Binding("ctrl+o", "pick_model", "Model", show=False, priority=True),
         Binding("ctrl+t", "system_prompt", "System prompt", show=False, priority=True),
+        Binding("ctrl+s", "summarize", "Summarize", priority=True),
         Binding("f1", "help", "Help"),
         Binding("ctrl+q", "quit", "Quit"),
     ]
@@ -327,6 +328,41 @@ class HushApp(App[None]):
         if prompt is not None:
             self.system_prompt = prompt or None
 
+    @work
+    async def action_summarize(self) -> None:
+        path = await self.push_screen_wait(FileScreen(Path.cwd()))
+        if path is not None:
+            await self.summarize_file(path)
+
+    async def summarize_file(self, path: Path) -> None:
+        """Upload, summarize with a progress bar, then open the summary's conversation."""
+        await self.action_new()
+        await self.chat.add_message("user", f"Summarize {path.name}.")
+        bar = ProgressBar(total=None, show_eta=True, id="summary-progress")
+        await self.chat.mount(bar)
+        self.request_id = f"ui-{next(self._ids)}"
+        try:
+            document = await self.session.upload(path)
+            async for event in self.session.request("summarize", {"document": document},
+                                                    self.request_id):
+                if event["type"] == "progress":
+                    bar.update(total=event["total"], progress=event["done"])
+                elif event["type"] == "policy":
+                    await self.show_policy(event)
+                elif event["type"] == "done":
+                    result = event.get("result", {})
+                    await self.chat.add_message("assistant", str(result.get("summary", "")))
+                    if result.get("conversation"):
+                        self.conversation = str(result["conversation"])
+                    await self.refresh_list()
+        except HushError as exc:
+            await self.explain_failure(exc)
+        except OSError as exc:
+            self.notify(f"cannot read {path}: {exc.strerror}", severity="error")
+        finally:
+            self.request_id = None
+            await bar.remove()
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
@@ -352,6 +388,8 @@ class HushApp(App[None]):
                             self.action_system_prompt)
         yield SystemCommand("Search conversations", "Focus the search box",
                             self.action_search)
+        yield SystemCommand("Summarize a document", "Pick a file; the summary becomes a "
+                            "conversation", self.action_summarize)
         yield SystemCommand("Help", "Keys and what they do", self.action_help)
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
 from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Markdown, OptionList
+from textual.widgets import Button, DirectoryTree, Input, Label, Markdown, OptionList
 from textual.widgets.option_list import Option
 
 
@@ -57,6 +59,35 @@ class TextScreen(ModalScreen[str | None]):
         self.dismiss(event.value)
 
 
+class DocumentTree(DirectoryTree):
+    """Folders and the document types Hush can read; hidden files left out."""
+
+    SUFFIXES = frozenset({".txt", ".text", ".md", ".markdown", ".html", ".htm", ".xhtml",
+                          ".pdf"})
+
+    def filter_paths(self, paths: Iterable[Path]) -> Iterable[Path]:
+        return [p for p in paths if not p.name.startswith(".")
+                and (p.is_dir() or p.suffix.lower() in self.SUFFIXES)]
+
+
+class FileScreen(ModalScreen[Path | None]):
+    """Pick a document to summarize; Enter on a file chooses it, Esc gives None."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog files"):
+            yield Label(f"Summarize a document from {self.root}:")
+            yield DocumentTree(self.root)
+
+    def on_directory_tree_file_selected(self, event: DirectoryTree.FileSelected) -> None:
+        self.dismiss(event.path)
+
+
 class PickScreen(ModalScreen[str | None]):
     """Choose one entry (a model, say); Esc gives None."""
 
@@ -92,7 +123,7 @@ and your data policy decides what the model may see, say and keep.
 | Ctrl+D | delete the conversation (asks first) |
 | Ctrl+E | export the conversation as Markdown to a file |
 | Ctrl+Y | copy the last answer (works over SSH) |
-| Ctrl+S | summarize a file |
+| Ctrl+S | summarize a document (text, Markdown, HTML, PDF) |
 | Ctrl+O | choose the model |
 | Ctrl+T | set this conversation's system prompt |
 | Ctrl+P | command palette: every action by name, themes |

@@ -12,6 +12,8 @@ from hush.daemon.client import Client
 from hush.daemon.errors import DaemonUnavailable, HushError
 from hush.daemon.protocol import Event
 
+from .documents import send_document
+
 StateCallback = Callable[[str, str | None], None]
 
 
@@ -86,6 +88,14 @@ class Session:
         try:
             async for event in self._live().request(method, params, request_id=request_id):
                 yield event
+        except DaemonUnavailable:
+            self.lost()
+            raise
+
+    async def upload(self, path: Path) -> str:
+        """Send a document the user chose; returns its id for `summarize`."""
+        try:
+            return await send_document(self._live(), path)
         except DaemonUnavailable:
             self.lost()
             raise
