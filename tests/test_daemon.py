@@ -207,24 +207,22 @@ def test_module_entry_points_exist() -> None:
         assert result.returncode == 0 and result.stdout.strip()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
-def test_peer_with_another_uid_is_refused(tiny_daemon: Daemon) -> None:
+def _hello_as_nobody(daemon: Daemon, groups: list[int]) -> dict[str, object]:
+    """Connect as uid 65534 with these supplementary groups; return the daemon's first frame."""
     # Open the socket's permissions so only SO_PEERCRED stands between "nobody" and the daemon.
-    tiny_daemon.socket.parent.chmod(0o755)
-    tiny_daemon.socket.parent.parent.chmod(0o755)
-    (tiny_daemon.config_dir / "hushd.yaml").write_text("socket_mode: 0666\n")
-    tiny_daemon.start()
+    daemon.socket.parent.chmod(0o755)
+    daemon.socket.parent.parent.chmod(0o755)
     read_end, write_end = os.pipe()
     with warnings.catch_warnings():  # 3.12+ warns about fork with threads; the child only
         warnings.simplefilter("ignore", DeprecationWarning)  # does socket calls, then _exit
         pid = os.fork()
-    if pid == 0:  # child: become nobody, connect, report what the daemon said
+    if pid == 0:
         try:
-            os.setgroups([])
+            os.setgroups(groups)
             os.setgid(65534)
             os.setuid(65534)
-            conn = RawConnection(tiny_daemon.socket)
-            with contextlib.suppress(BrokenPipeError):  # the refusal may close it first
+            conn = RawConnection(daemon.socket)
+            with contextlib.suppress(BrokenPipeError):  # a refusal may close it first
                 conn.send(b'{"type":"hello","protocol":1}\n')
             os.write(write_end, json.dumps(conn.frame()).encode())
         except BaseException as exc:
@@ -234,36 +232,24 @@ def test_peer_with_another_uid_is_refused(tiny_daemon: Daemon) -> None:
     os.close(write_end)
     os.waitpid(pid, 0)
     with os.fdopen(read_end) as pipe:
-        answer = json.loads(pipe.read())
+        answer: dict[str, object] = json.loads(pipe.read())
+    return answer
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_peer_with_another_uid_is_refused(tiny_daemon: Daemon) -> None:
+    (tiny_daemon.config_dir / "hushd.yaml").write_text("socket_mode: 0666\n")
+    tiny_daemon.start()
+    answer = _hello_as_nobody(tiny_daemon, [])
     assert answer.get("code") == "forbidden", answer
-    assert "uid 65534" in answer["message"]
+    assert "uid 65534" in str(answer["message"])
     assert "refused connection from uid 65534" in tiny_daemon.log
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
 def test_peer_in_an_allowed_supplementary_group_gets_in(tiny_daemon: Daemon) -> None:
-    tiny_daemon.socket.parent.chmod(0o755)
-    tiny_daemon.socket.parent.parent.chmod(0o755)
     (tiny_daemon.config_dir / "hushd.yaml").write_text(
         "socket_mode: 0666\nallow_gids: [4242]\n")
     tiny_daemon.start()
-    read_end, write_end = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # child: nobody, with 4242 only as a supplementary group
-        try:
-            os.setgroups([4242])
-            os.setgid(65534)
-            os.setuid(65534)
-            conn = RawConnection(tiny_daemon.socket)
-            os.write(write_end, json.dumps(conn.hello()).encode())
-        except BaseException as exc:
-            os.write(write_end, json.dumps({"crash": repr(exc)}).encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    os.waitpid(pid, 0)
-    with os.fdopen(read_end) as pipe:
-        answer = json.loads(pipe.read())
+    answer = _hello_as_nobody(tiny_daemon, [4242])  # 4242 only as a supplementary group
     assert answer.get("type") == "hello", answer
