@@ -129,7 +129,7 @@ class Scheduler:
         def emit(text: str) -> None:  # called on the decoding thread
             loop.call_soon_threadsafe(ticket.queue.put_nowait, text)
 
-        job = Job(engine, prompt.ids, options, emit, cancel)
+        job = Job(engine, prompt.ids, options, emit, cancel, static=prompt.static)
         ticket = _Ticket(peer, engine, job)
         self._queues.setdefault(peer, collections.deque()).append(ticket)
         self._wakeup.set()
@@ -176,7 +176,7 @@ class Scheduler:
             for peer in list(self._queues):
                 waiting = self._queues[peer]
                 for ticket in waiting:
-                    ticket_key = (id(ticket.engine), *ticket.job.options.batch_key())
+                    ticket_key = (id(ticket.engine), *ticket.job.batch_key())
                     if key is None or ticket_key == key:
                         key = ticket_key
                         waiting.remove(ticket)

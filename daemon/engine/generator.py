@@ -68,6 +68,9 @@ class Prompt:
     ids: list[int]
     dropped_turns: int = 0
     """Oldest turns (after the system prompt) left out so the rest fits the context."""
+    static: int = 0
+    """How many leading ids are the system prompt alone: CTranslate2 caches the model state
+    after them (static_prompt), so a repeated system prompt is not computed again."""
 
 
 class Job:
@@ -83,8 +86,12 @@ class Job:
         options: GenerationOptions,
         emit: Callable[[str], None],
         cancel: threading.Event | None = None,
+        *,
+        static: int = 0,
     ) -> None:
         self.prompt_ids = list(prompt_ids)
+        # Only a proper prefix can be cached: the model must still read something after it.
+        self.static = static if 0 < static < len(self.prompt_ids) else 0
         self.options = options
         self.cancel = cancel or threading.Event()
         self._emit = emit
@@ -109,6 +116,10 @@ class Job:
     @property
     def done(self) -> bool:
         return self.finish_reason is not None
+
+    def batch_key(self) -> tuple[object, ...]:
+        """Jobs with equal keys can decode in one batch: same sampling, same cached prefix."""
+        return (*self.options.batch_key(), tuple(self.prompt_ids[: self.static]))
 
     def on_token(self, token_id: int) -> bool:
         """Handle one generated token; True tells CTranslate2 to stop this sequence."""
@@ -268,11 +279,13 @@ class Engine:
         reserve = min(max_tokens, context // 4)
         system = [m for m in messages[:1] if m["role"] == "system"]
         turns = list(messages[len(system) :])
+        static = self._system_prefix(system)
         dropped = 0
         while True:
             ids = self.prompt_ids([*system, *turns])
             if len(ids) + reserve <= context:
-                return Prompt(ids, dropped)
+                cached = len(static) if static and ids[: len(static)] == static else 0
+                return Prompt(ids, dropped, cached)
             if len(turns) <= 1:
                 over = len(ids) + reserve - context
                 raise ModelError(
@@ -285,6 +298,21 @@ class Engine:
             del turns[:drop]
             dropped += drop
 
+    def _system_prefix(self, system: Sequence[Mapping[str, str]]) -> list[int]:
+        """The ids of the system message alone, if the template renders it as a prefix."""
+        template = self.info.chat_template
+        if not system or template is None or not uses_chat_template(template):
+            return []
+        try:
+            text = render_chat(template, system, bos_token=self.info.bos_token,
+                               eos_token=self.info.eos_token, add_generation_prompt=False)
+        except ModelError:
+            return []  # some templates insist on a user turn; then nothing is cached
+        ids = self.tokenizer.encode(text)
+        if self.info.add_bos and self.bos_id is not None and ids[:1] != [self.bos_id]:
+            ids.insert(0, self.bos_id)
+        return ids
+
     def generate(self, jobs: Sequence[Job]) -> None:
         """Decode several jobs as one CTranslate2 batch (blocking; run it in a thread).
 
@@ -293,9 +321,10 @@ class Engine:
         """
         if not jobs:
             return
-        key = jobs[0].options.batch_key()
-        if any(job.options.batch_key() != key for job in jobs):
-            raise ValueError("jobs in one batch must share their sampling options")
+        key = jobs[0].batch_key()
+        if any(job.batch_key() != key for job in jobs):
+            raise ValueError("jobs in one batch must share their sampling options and their "
+                             "cached system prompt")
         live = [job for job in jobs if not job.cancel.is_set()]
         now = time.monotonic()
         for job in jobs:
@@ -315,21 +344,30 @@ class Engine:
             import ctranslate2
 
             ctranslate2.set_random_seed(options.seed)
-        shortest = min(len(job.prompt_ids) for job in jobs)
+        static = jobs[0].static  # equal for all: it is part of the batch key
+        tokens = self.tokenizer.id_to_token
+        starts = [job.prompt_ids[static:] for job in jobs]
+        shortest = min(len(ids) for ids in starts)
         # CTranslate2 forwards the shortest prompt at once and steps through the rest of the
         # longer ones, counting those steps against max_length.
-        max_length = max(job.max_new_tokens + len(job.prompt_ids) - shortest for job in jobs)
+        max_length = max(job.max_new_tokens + len(ids) - shortest
+                         for job, ids in zip(jobs, starts, strict=True))
+        cached: dict[str, Any] = {}
+        if static:
+            cached = {"static_prompt": [tokens(i) for i in jobs[0].prompt_ids[:static]],
+                      "cache_static_prompt": True}
 
         def on_step(step: Any) -> bool:
             return jobs[int(step.batch_id)].on_token(int(step.token_id))
 
         self.generator.generate_batch(
-            [[self.tokenizer.id_to_token(i) for i in job.prompt_ids] for job in jobs],
+            [[tokens(i) for i in ids] for ids in starts],
             max_length=max_length,
             beam_size=1,
             include_prompt_in_result=False,
             end_token=sorted(self.end_token_ids),
             callback=on_step,
+            **cached,
             **options.ctranslate2_kwargs(),
         )
 

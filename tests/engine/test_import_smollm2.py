@@ -126,3 +126,20 @@ def test_cancel_from_another_thread(engine: Engine) -> None:
         timer.cancel()
     assert generation.finish_reason == "cancelled"
     assert generation.completion_tokens < 400
+
+
+def test_cached_system_prompt_gives_the_same_answer(engine: Engine) -> None:
+    from hush.daemon.engine.generator import Job
+
+    system = "You are a careful assistant for a small clinic. Answer briefly. " * 6
+    prompt = engine.fit_prompt([{"role": "system", "content": system},
+                                {"role": "user", "content": "What is the capital of France?"}],
+                               max_tokens=32)
+    assert 0 < prompt.static < len(prompt.ids)  # the system prompt is a cacheable prefix
+    texts = []
+    for static in (0, prompt.static, prompt.static):  # uncached, caching, from the cache
+        out: list[str] = []
+        engine.generate([Job(engine, prompt.ids, GenerationOptions(max_tokens=16), out.append,
+                             static=static)])
+        texts.append("".join(out))
+    assert texts[0] and texts[0] == texts[1] == texts[2]
