@@ -215,3 +215,17 @@ async def test_summarize_a_file_with_progress(tiny_daemon: Daemon, tmp_path: Any
         options = app.query_one("#conversations", OptionList)
         await until(pilot, lambda: options.option_count == 1)
         assert "Summary: kessel_river" in str(options.get_option_at_index(0).prompt)
+
+
+async def test_copy_message_and_code_block(tiny_daemon: Daemon) -> None:
+    tiny_daemon.start()
+    app = HushApp(tiny_daemon.socket)
+    copied: list[str] = []
+    app.copy_to_clipboard = copied.append  # type: ignore[method-assign]
+    async with app.run_test(size=(100, 30)) as pilot:
+        await connected(pilot, app)
+        await app.chat.add_message("assistant", "Try this:\n\n```python\nprint('hi')\n```\n")
+        await pilot.press("ctrl+y")
+        await pilot.press("ctrl+k")
+        await pilot.pause()
+    assert copied == ["Try this:\n\n```python\nprint('hi')\n```\n", "print('hi')\n"]

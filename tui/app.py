@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +26,8 @@ from .widgets.chat import ChatView, MessageView
 from .widgets.sidebar import Entry, Sidebar
 from .widgets.status import StatusBar
 
+CODE_BLOCK = re.compile(r"```[^\n]*\n(.*?)```", re.DOTALL)
+
 
 class HushApp(App[None]):
     TITLE = "Hush"
@@ -41,7 +44,8 @@ class HushApp(App[None]):
         Binding("ctrl+r", "rename", "Rename", show=False, priority=True),
         Binding("ctrl+d", "delete", "Delete", show=False, priority=True),
         Binding("ctrl+e", "export", "Export", show=False, priority=True),
-        Binding("ctrl+y", "copy", "Copy answer", show=False, priority=True),
+        Binding("ctrl+y", "copy", "Copy message", show=False, priority=True),
+        Binding("ctrl+k", "copy_code", "Copy code", show=False, priority=True),
         Binding("ctrl+o", "pick_model", "Model", show=False, priority=True),
         Binding("ctrl+t", "system_prompt", "System prompt", show=False, priority=True),
         Binding("ctrl+s", "summarize", "Summarize", priority=True),
@@ -299,12 +303,28 @@ class HushApp(App[None]):
             await asyncio.to_thread(_write_file, target, result["text"])
             self.notify(f"exported to {target}")
 
-    def action_copy(self) -> None:
+    def _message_to_copy(self) -> MessageView | None:
+        """The focused message (Tab or a click selects one), else the last answer."""
+        if isinstance(self.focused, MessageView):
+            return self.focused
         answers = [m for m in self.chat.messages() if m.role == "assistant" and m.text]
-        if answers:
+        return answers[-1] if answers else None
+
+    def action_copy(self) -> None:
+        message = self._message_to_copy()
+        if message is not None:
             # OSC 52 through the terminal, so it reaches the clipboard over SSH too.
-            self.copy_to_clipboard(answers[-1].text)
-            self.notify("answer copied to the clipboard")
+            self.copy_to_clipboard(message.text)
+            self.notify("message copied to the clipboard")
+
+    def action_copy_code(self) -> None:
+        message = self._message_to_copy()
+        blocks = CODE_BLOCK.findall(message.text) if message is not None else []
+        if blocks:
+            self.copy_to_clipboard(blocks[-1])
+            self.notify("code block copied to the clipboard")
+        else:
+            self.notify("no code block in that message", severity="warning")
 
     @work
     async def action_pick_model(self) -> None:
@@ -381,7 +401,10 @@ class HushApp(App[None]):
         yield SystemCommand("Delete conversation", "Crypto-shred it", self.action_delete)
         yield SystemCommand("Export conversation", "Save it as Markdown",
                             self.action_export)
-        yield SystemCommand("Copy last answer", "To the clipboard (OSC 52)", self.action_copy)
+        yield SystemCommand("Copy message", "The focused message, or the last answer (OSC 52)",
+                            self.action_copy)
+        yield SystemCommand("Copy code block", "The last code block of that message",
+                            self.action_copy_code)
         yield SystemCommand("Choose model", "Switch the model the daemon serves",
                             self.action_pick_model)
         yield SystemCommand("System prompt", "Set this conversation's system prompt",

@@ -122,7 +122,8 @@ and your data policy decides what the model may see, say and keep.
 | Ctrl+R | rename the conversation |
 | Ctrl+D | delete the conversation (asks first) |
 | Ctrl+E | export the conversation as Markdown to a file |
-| Ctrl+Y | copy the last answer (works over SSH) |
+| Ctrl+Y | copy the focused message, or the last answer (works over SSH) |
+| Ctrl+K | copy the last code block of that message |
 | Ctrl+S | summarize a document (text, Markdown, HTML, PDF) |
 | Ctrl+O | choose the model |
 | Ctrl+T | set this conversation's system prompt |
