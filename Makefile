@@ -5,14 +5,16 @@ BIN    := $(VENV)/bin
 MODEL  ?= smollm2-135m
 RUN_LOG := $(VENV)/hushd.log
 
-.PHONY: run test test-models lint install install-test model clean help \
+.PHONY: run test test-models lint install install-test model clean help bench \
 	install-service install-user-service uninstall-service
 
 help:
 	@echo "make run          set up, fetch $(MODEL), start hushd and open the hush UI"
 	@echo "make test         install test tools and run the test suite"
 	@echo "make test-models  end-to-end tests with the larger catalog models (slow)"
+	@echo "make test-arm64   arm64 end-to-end checks under qemu-user (docs/edge.md)"
 	@echo "make lint         ruff and mypy"
+	@echo "make bench        benchmarks against llama.cpp; writes docs/benchmarks.md (~30 min)"
 	@echo "make install-service       install as a hardened system service (as root)"
 	@echo "make install-user-service  install as a systemd user service"
 
@@ -27,6 +29,16 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
+	touch $@ $(VENV)/.installed
+
+# llama.cpp for `make bench`, built from source. A native build (-march=native) died with
+# "Illegal instruction" on the development VMs, so pin a portable AVX2 build instead.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF
+
+# --no-cache-dir: pip's wheel cache ignores CMAKE_ARGS and could hand back a native build.
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install --quiet --no-cache-dir \
+		-e '.[test,bench]'
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -73,9 +85,28 @@ test: $(VENV)/.installed-test
 	$(BIN)/hush model pull $(MODEL)
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest
+	@# CI keeps arm64 working: aarch64 wheels, daemon, store and policy under qemu (about 1 min
+	@# warm; the first run builds ~/.cache/hush-arm64). `make test ARM64=skip` leaves it out.
+	@if [ "$(ARM64)" != skip ]; then $(MAKE) --no-print-directory test-arm64-smoke; fi
+
+# One heavy thing at a time; results in bench/results/, the report in docs/benchmarks.md.
+BENCH_MODELS ?= smollm2-135m gemma3-270m qwen2.5-coder-0.5b
+bench: $(VENV)/.installed-bench
+	for m in $(BENCH_MODELS); do $(BIN)/hush model pull $$m || exit 1; done
+	$(BIN)/python -m bench.run --models $$(echo $(BENCH_MODELS) | tr ' ' ',')
 
 test-models: $(VENV)/.installed-test
 	$(BIN)/pytest -m models
+
+# arm64 under qemu-user: tests/arm64/build.py caches a Debian arm64 sysroot and the aarch64
+# wheels in ~/.cache/hush-arm64 (or $HUSH_ARM64_CACHE); root is needed once, for apt-get.
+.PHONY: test-arm64 test-arm64-smoke
+test-arm64: $(VENV)/.installed-test
+	$(BIN)/hush model pull $(MODEL)
+	$(BIN)/python tests/arm64/run.py
+
+test-arm64-smoke: $(VENV)/.installed-test
+	$(BIN)/python tests/arm64/run.py --smoke
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
