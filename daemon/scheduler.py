@@ -46,6 +46,7 @@ class GenerationStats:
 
 
 _DONE = object()
+BATCH_WINDOW_S = 0.015
 
 
 @dataclass(eq=False)
@@ -196,6 +197,10 @@ class Scheduler:
             while not self._queues:
                 self._wakeup.clear()
                 await self._wakeup.wait()
+                # Requests sent together arrive a few ms apart (each renders its prompt in a
+                # thread first): wait a moment so they share the first batch instead of the
+                # first one decoding alone. Measured: 4 clients went [1, 3, 3, 3] without it.
+                await asyncio.sleep(BATCH_WINDOW_S)
             batch = self._next_batch()
             if not batch:
                 continue
