@@ -14,8 +14,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from hush.daemon import scheduler as scheduler_module
 from hush.daemon.client import Client, RequestFailed
-from hush.daemon.engine.generator import Engine, GenerationOptions
+from hush.daemon.engine.generator import Engine, GenerationOptions, Prompt
 from hush.daemon.models import ModelHolder
 from hush.daemon.scheduler import GenerationStats, Scheduler
 
@@ -165,3 +168,64 @@ async def test_one_peer_cannot_starve_another(tiny_cache: Path) -> None:
         models.close()
     # Peer 2 arrived after peer 1's five waiting requests, yet runs right after the first.
     assert order.index("b0") <= 2, order
+
+
+async def test_free_workers_share_the_waiting_requests(tiny_cache: Path) -> None:
+    # Two workers, four requests already waiting when they start: each worker decodes two on
+    # its own cores instead of the first taking all four and the second idling.
+    models = ModelHolder(tiny_cache / "models", "tiny", Engine.load, keep_alive_s=None)
+    scheduler = Scheduler(models, max_queued=32, workers=2, max_batch=8)
+    stats = [GenerationStats() for _ in range(4)]
+
+    async def run(i: int) -> str:
+        stream = scheduler.generate(i, [{"role": "user", "content": f"client {i}"}],
+                                    GenerationOptions(max_tokens=8), stats[i],
+                                    threading.Event())
+        return "".join([piece async for piece in stream])
+
+    try:
+        runs = [asyncio.create_task(run(i)) for i in range(4)]
+        for _ in range(500):
+            if scheduler.waiting == 4:
+                break
+            await asyncio.sleep(0.01)
+        assert scheduler.waiting == 4
+        scheduler.start()
+        texts = await asyncio.gather(*runs)
+    finally:
+        await scheduler.close()
+        models.close()
+    assert all(texts)
+    assert sorted(s.batch_size for s in stats) == [2, 2, 2, 2]
+
+
+async def test_requests_sent_together_share_the_first_batches(
+        tiny_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Eight requests at once on two running workers: the ones still rendering their prompt when
+    # the batch window closes are waited for, so all eight start at once (4 + 4) and none waits
+    # for a whole answer. The bound is raised so a slow CI machine cannot miss it.
+    monkeypatch.setattr(scheduler_module, "BATCH_WINDOW_MAX_S", 10.0)
+    fit_prompt = Engine.fit_prompt
+
+    def slow_fit_prompt(self: Engine, messages: list[dict[str, str]], max_tokens: int) -> Prompt:
+        time.sleep(0.2)  # a long history to render, longer than the batch window
+        return fit_prompt(self, messages, max_tokens)
+
+    monkeypatch.setattr(Engine, "fit_prompt", slow_fit_prompt)
+    models = ModelHolder(tiny_cache / "models", "tiny", Engine.load, keep_alive_s=None)
+    scheduler = Scheduler(models, max_queued=32, workers=2, max_batch=8)
+    scheduler.start()
+    stats = [GenerationStats() for _ in range(8)]
+
+    async def run(i: int) -> None:
+        messages = [{"role": "user", "content": f"client {i}"}]
+        async for _piece in scheduler.generate(i, messages, GenerationOptions(max_tokens=8),
+                                               stats[i], threading.Event()):
+            pass
+
+    try:
+        await asyncio.gather(*(run(i) for i in range(8)))
+    finally:
+        await scheduler.close()
+        models.close()
+    assert [s.batch_size for s in stats] == [4] * 8
