@@ -24,7 +24,7 @@ from typing import Any
 
 from hush.daemon.engine.catalog import fetch_gguf
 from hush.daemon.engine.generator import Engine, GenerationOptions, Job
-from hush.daemon.engine.probe import recorded_threads
+from hush.daemon.engine.probe import recorded_choice
 from hush.daemon.paths import CacheLayout
 
 from . import common
@@ -304,7 +304,7 @@ def main() -> None:
         "model": args.model,
         "model_bin_mb": round((model_dir / "model.bin").stat().st_size / 1e6, 1),
         "gguf_mb": round(gguf.stat().st_size / 1e6, 1),
-        "probe_threads": recorded_threads(model_dir),
+        "probe_threads": (choice := recorded_choice(model_dir)) and choice.intra_threads,
         "weights_per_token": common.weight_bytes_per_token(gguf),
         "settings": {"new_tokens": args.tokens, "repeat": args.repeat, "greedy": True},
         "ct2": {}, "llama_cpp": {},
@@ -325,7 +325,7 @@ def main() -> None:
                                                           args.repeat)
             result["llama_cpp_peak_rss_mb"] = round(peer.peak_rss_mb(), 1)
         if args.summary:
-            chosen = recorded_threads(model_dir) or 1
+            chosen = choice.intra_threads if choice else 1
             if chosen != 1:
                 engine.close()
                 engine = Engine.load(model_dir, intra_threads=chosen)

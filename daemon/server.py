@@ -24,7 +24,7 @@ from .config import Settings
 from .connection import Connection, Peer, peer_credentials
 from .documents import summarize_for_inbox
 from .engine.generator import Engine
-from .engine.probe import available_cores, recorded_threads
+from .engine.probe import recorded_choice, workers_for
 from .errors import HushError
 from .guard import Guard
 from .history import History
@@ -106,8 +106,10 @@ def bind_socket(settings: Settings) -> socket.socket:
 
 class Server:
     def __init__(self, settings: Settings, models: ModelHolder, guard: Guard, *, workers: int,
+                 threads_from: str = "default",
                  reload_settings: Callable[[], Settings] | None = None) -> None:
         self.settings = settings
+        self.threads_from = threads_from
         self.reload_settings = reload_settings
         self.reload_requested = asyncio.Event()
         self.history = History(settings.state_dir,
@@ -142,6 +144,7 @@ class Server:
             "queued": self.scheduler.waiting,
             "intra_threads": engine.intra_threads if (engine := self.models.engine) else None,
             "decode_workers": self.scheduler.worker_count,
+            "threads_from": self.threads_from,
         }
 
     def allowed(self, peer: Peer) -> bool:
@@ -313,22 +316,27 @@ class Server:
 
 def run(settings: Settings, reload_settings: Callable[[], Settings] | None = None) -> None:
     """Load the model, then serve until SIGTERM/SIGINT; SIGHUP calls `reload_settings`."""
-    cores = available_cores()
 
     def intra_threads(path: Path) -> int:
-        return settings.intra_threads or recorded_threads(path) or 1
+        recorded = recorded_choice(path)
+        return settings.intra_threads or (recorded.intra_threads if recorded else 1)
 
     models = ModelHolder(settings.models_dir, settings.model, keep_alive_s=settings.keep_alive_s,
                          loader=lambda path: Engine.load(
                              path, intra_threads=intra_threads(path), inter_threads=workers))
     # Fail before binding anything when the model is missing, with the command that fixes it.
     first = models.path_of(settings.model)
-    # One decode worker per group of intra-op threads keeps every core busy, none shared.
-    workers = settings.decode_workers or max(1, cores // intra_threads(first))
+    workers = settings.decode_workers or workers_for(intra_threads(first))
+    if settings.intra_threads or settings.decode_workers:
+        threads_from = "hushd.yaml"
+    elif recorded_choice(first) is not None:
+        threads_from = "probe"
+    else:
+        threads_from = f"default (run `hush model probe {settings.model}` to measure)"
     guard = Guard(settings.policy_dir or settings.config_dir / "policies",
                   settings.state_dir / "audit.jsonl")
     try:
-        asyncio.run(Server(settings, models, guard, workers=workers,
+        asyncio.run(Server(settings, models, guard, workers=workers, threads_from=threads_from,
                            reload_settings=reload_settings).serve())
     finally:
         models.close()

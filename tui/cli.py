@@ -375,8 +375,11 @@ def _finish_import(name: str, model_dir: Path) -> None:
 
     _progress(f"measuring decode speed per thread count for {name}")
     choice = probe_threads(model_dir)
-    speeds = ", ".join(f"{n}: {v:.1f} tok/s" for n, v in choice.tokens_per_s.items())
-    _progress(f"{name}: {choice.intra_threads} thread(s) is fastest here ({speeds})")
+    speeds = ", ".join(
+        f"{n}: {v:.1f} tok/s alone, {choice.aggregate_tokens_per_s.get(n, 0.0):.1f} in batches"
+        for n, v in choice.tokens_per_s.items())
+    _progress(f"{name}: {choice.intra_threads} thread(s) x {choice.decode_workers} worker(s) "
+              f"chosen ({speeds})")
 
 
 def model_command(socket: Path, args: argparse.Namespace) -> int:

@@ -222,11 +222,12 @@ class Engine:
         """Load a model directory. `intra_threads` None uses what the import probe measured."""
         import ctranslate2
 
-        from .probe import recorded_threads
+        from .probe import recorded_choice
 
         model_dir = Path(model_dir)
         if intra_threads is None:
-            intra_threads = recorded_threads(model_dir) or 1
+            recorded = recorded_choice(model_dir)
+            intra_threads = recorded.intra_threads if recorded else 1
         info = ModelInfo.load(model_dir)
         tokenizer = Tokenizer.load(model_dir)
         try:
