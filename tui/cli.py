@@ -14,12 +14,15 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hush.daemon import __version__, paths
 from hush.daemon.client import Client
 from hush.daemon.config import DEFAULT_MODEL
 from hush.daemon.errors import DaemonUnavailable, HushError
+
+if TYPE_CHECKING:
+    from hush.daemon.engine.model_info import ModelInfo
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -119,11 +122,20 @@ def parser() -> argparse.ArgumentParser:
     msub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
     pull = msub.add_parser("pull", help="fetch a catalog model and import it")
     pull.add_argument("name")
+    pull.add_argument("--name", dest="install_as", metavar="NAME",
+                      help="name to install it under (default: the catalog name)")
     imp = msub.add_parser("import", help="import a local GGUF file (no network)")
     imp.add_argument("file", type=Path)
     imp.add_argument("--name", help="name to install it under (default: the file's stem)")
     imp.add_argument("--quantization", default="int8",
                      choices=["int8", "int8_float32", "int16", "float32"])
+    for importer in (pull, imp):
+        importer.add_argument("--vocab", type=int, metavar="N",
+                         help="keep only N vocabulary entries: a smaller LM head decodes "
+                              "faster, at a measured cost in quality (docs/benchmarks.md)")
+        importer.add_argument("--corpus", type=Path, action="append", default=[], metavar="FILE",
+                         help="with --vocab: text in your languages; its tokens are kept "
+                              "first (repeatable)")
     msub.add_parser("list", help="list installed models")
     use = msub.add_parser("use", help="make a model the default (and switch a running daemon)")
     use.add_argument("name")
@@ -382,19 +394,37 @@ def _finish_import(name: str, model_dir: Path) -> None:
               f"chosen ({speeds})")
 
 
+def _describe(info: ModelInfo) -> str:
+    pruned = f", vocabulary pruned from {info.pruned_from:,}" if info.pruned_from else ""
+    return f"{info.architecture}, {info.quantization}{pruned}"
+
+
 def model_command(socket: Path, args: argparse.Namespace) -> int:
     from hush.daemon.engine import catalog
-    from hush.daemon.engine.gguf_import import import_gguf
+    from hush.daemon.engine.gguf_import import VocabPruning, import_gguf
+    from hush.daemon.engine.vocab_pruning import read_kept
 
     layout = paths.CacheLayout.default()
     config_dir = paths.default_config_dir()
 
+    if args.model_command in ("pull", "import"):
+        if args.corpus and args.vocab is None:
+            return fail("--corpus chooses which tokens --vocab keeps; give --vocab N too",
+                        EXIT_USAGE)
+        try:
+            corpus = tuple(p.read_text(encoding="utf-8", errors="replace") for p in args.corpus)
+        except OSError as exc:
+            return fail(f"cannot read the corpus file {exc.filename}: {exc.strerror}",
+                        EXIT_USAGE)
+        prune = VocabPruning(args.vocab, corpus) if args.vocab is not None else None
     if args.model_command == "pull":
-        fresh = not (layout.models / args.name).exists()
-        info = catalog.pull(args.name, layout.models, layout.downloads, _progress)
+        name = args.install_as or args.name
+        fresh = not (layout.models / name).exists()
+        info = catalog.pull(args.name, layout.models, layout.downloads, _progress,
+                            install_as=name, prune=prune)
         if fresh:
-            _finish_import(args.name, layout.models / args.name)
-        print(f"{args.name}: ready ({info.architecture}, {info.quantization})")
+            _finish_import(name, layout.models / name)
+        print(f"{name}: ready ({_describe(info)})")
     elif args.model_command == "import":
         name = args.name or args.file.stem
         dest = layout.models / name
@@ -403,9 +433,9 @@ def model_command(socket: Path, args: argparse.Namespace) -> int:
                         f"or `hush model remove {name}` first")
         layout.models.mkdir(parents=True, exist_ok=True)
         _progress(f"importing {args.file} as {name} ({args.quantization})")
-        info = import_gguf(args.file, dest, quantization=args.quantization)
+        info = import_gguf(args.file, dest, quantization=args.quantization, prune=prune)
         _finish_import(name, dest)
-        print(f"{name}: ready ({info.architecture}, {info.quantization})")
+        print(f"{name}: ready ({_describe(info)})")
     elif args.model_command == "list":
         models = catalog.installed(layout.models)
         if not models:
@@ -413,13 +443,15 @@ def model_command(socket: Path, args: argparse.Namespace) -> int:
             return 0
         default = paths.chosen_model(config_dir) or DEFAULT_MODEL
         print(f"  {'NAME':<22} {'ARCH':<8} {'PARAMS':>7} {'SIZE':>9} {'CONTEXT':>7} "
-              f"{'QUANT':<12} TEMPLATE")
+              f"{'QUANT':<12} {'VOCAB':<15} TEMPLATE")
         for name, info in models.items():
             size = sum(f.stat().st_size for f in (layout.models / name).iterdir() if f.is_file())
             mark = "*" if name == default else " "
+            kept = read_kept(layout.models / name)
+            vocab = "all" if kept is None else f"{len(kept)}/{info.pruned_from}"
             print(f"{mark} {name:<22} {info.architecture:<8} "
                   f"{info.parameter_count / 1e6:>6.0f}M {_human_size(size):>9} "
-                  f"{info.context_length:>7} {info.quantization:<12} "
+                  f"{info.context_length:>7} {info.quantization:<12} {vocab:<15} "
                   f"{'yes' if info.chat_template else 'no (completion)'}")
     elif args.model_command == "use":
         if args.name not in catalog.installed(layout.models):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelError
-from .gguf_import import import_gguf
+from .gguf_import import VocabPruning, import_gguf
 from .model_info import ModelInfo
 
 Progress = Callable[[str], None]
@@ -178,17 +178,23 @@ def sha256_file(path: Path) -> str:
 
 
 def pull(name: str, models_dir: Path, downloads: Path,
-         progress: Progress = lambda _m: None) -> ModelInfo:
-    """Fetch, verify and import a catalog model; a model already imported is reused."""
+         progress: Progress = lambda _m: None, *, install_as: str | None = None,
+         prune: VocabPruning | None = None) -> ModelInfo:
+    """Fetch, verify and import a catalog model; a model already imported is reused.
+
+    install_as: the installed model's name (default: the catalog name); prune: import it
+    with a smaller vocabulary (gguf_import.VocabPruning).
+    """
     if name not in CATALOG:
         raise _unknown(name)
-    dest = models_dir / name
+    dest = models_dir / (install_as or name)
     if dest.exists():
         return ModelInfo.load(dest)
     gguf = fetch_gguf(name, downloads, progress)
-    progress(f"importing {name} into CTranslate2 int8")
+    pruned = f", vocabulary pruned to {prune.size:,}" if prune else ""
+    progress(f"importing {name} into CTranslate2 int8{pruned}")
     models_dir.mkdir(parents=True, exist_ok=True)
-    return import_gguf(gguf, dest, quantization="int8")
+    return import_gguf(gguf, dest, quantization="int8", prune=prune)
 
 
 def remove(name: str, models_dir: Path) -> None:

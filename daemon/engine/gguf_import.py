@@ -21,7 +21,8 @@ import numpy.typing as npt
 from .architectures import SUPPORTED_ARCHITECTURES, build_decoder_spec
 from .errors import ModelError, UnsupportedModelError
 from .model_info import ModelInfo
-from .tokenizer import GGUFVocab, build_tokenizer_files
+from .tokenizer import GGUFVocab, Tokenizer, build_tokenizer_files
+from .vocab_pruning import kept_ids, restrict, write_kept
 
 F32Array = npt.NDArray[np.float32]
 
@@ -110,12 +111,23 @@ class _GGUF:
         return sum(int(t.n_elements) for t in self.tensors.values())
 
 
+@dataclasses.dataclass(frozen=True)
+class VocabPruning:
+    """Opt-in: keep only `size` vocabulary entries (vocab_pruning.py explains which)."""
+
+    size: int
+    corpus: tuple[str, ...] = ()
+    """Texts in the users' languages; the tokens they use are kept first."""
+
+
 def import_gguf(
-    gguf_path: Path, dest: Path, *, quantization: str = "int8", smooth: bool | None = None
+    gguf_path: Path, dest: Path, *, quantization: str = "int8", smooth: bool | None = None,
+    prune: VocabPruning | None = None,
 ) -> ModelInfo:
     """Convert a GGUF model to a Hush model directory at `dest` (which must not exist).
 
     smooth: SmoothQuant rescaling (smoothing.py); None means on for int8 quantizations.
+    prune: a smaller vocabulary, for faster decoding at some cost in quality.
     """
     gguf_path, dest = Path(gguf_path), Path(dest)
     if quantization not in QUANTIZATIONS:
@@ -129,7 +141,7 @@ def import_gguf(
     source = _GGUF(gguf_path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.importing-", dir=dest.parent))
     try:
-        info = _convert(source, tmp, quantization, smooth)
+        info = _convert(source, tmp, quantization, smooth, prune)
         if dest.exists():
             raise ModelError(f"{dest} appeared while importing; remove it and import again.")
         os.rename(tmp, dest)
@@ -139,7 +151,8 @@ def import_gguf(
     return dataclasses.replace(info, path=dest)
 
 
-def _convert(source: _GGUF, out: Path, quantization: str, smooth: bool | None) -> ModelInfo:
+def _convert(source: _GGUF, out: Path, quantization: str, smooth: bool | None,
+             prune: VocabPruning | None) -> ModelInfo:
     arch = str(source.require("general.architecture"))
     if arch not in SUPPORTED_ARCHITECTURES:
         raise UnsupportedModelError(
@@ -149,7 +162,10 @@ def _convert(source: _GGUF, out: Path, quantization: str, smooth: bool | None) -
         )
     vocab = _read_vocab(source)
     # Build the tokenizer first: it is cheap and fails fast on unsupported vocabularies.
-    tokenizer_files = build_tokenizer_files(vocab)
+    full_tokenizer_files = tokenizer_files = build_tokenizer_files(vocab)
+    kept: list[int] | None = None
+    if prune is not None and prune.size < len(vocab.tokens):
+        kept, tokenizer_files = _pruned_tokenizer(vocab, tokenizer_files, prune)
 
     spec, context_length = build_decoder_spec(source, arch)
     tokens = list(vocab.tokens)
@@ -161,7 +177,6 @@ def _convert(source: _GGUF, out: Path, quantization: str, smooth: bool | None) -
         )
     # Padded embedding rows (vocab rounded up to a multiple of 64/128) need names too.
     tokens += [f"<extra_id_{i}>" for i in range(rows - len(tokens))]
-    spec.register_vocabulary(tokens)
 
     bos = _special_token(source, tokens, "tokenizer.ggml.bos_token_id")
     eos = _special_token(source, tokens, "tokenizer.ggml.eos_token_id")
@@ -180,8 +195,16 @@ def _convert(source: _GGUF, out: Path, quantization: str, smooth: bool | None) -
     if smooth is None:
         smooth = quantization in SMOOTHED_QUANTIZATIONS
     if smooth:
-        smooth_imported_spec(spec, source._reader, tokenizer_files, bos_token=bos, eos_token=eos)
+        # Calibrated with the whole vocabulary: a pruned model is then exactly the full one
+        # with fewer LM-head rows, and its quality cost is the pruning's alone.
+        smooth_imported_spec(spec, source._reader, full_tokenizer_files, bos_token=bos,
+                             eos_token=eos)
     # --- end of SmoothQuant hook
+    if kept is None:
+        spec.register_vocabulary(tokens)
+    else:
+        _keep_rows(spec.decoder, kept)
+        spec.register_vocabulary([tokens[i] for i in kept])
     try:
         spec.validate()  # also converts Python values to the arrays optimize() expects
         spec.optimize(quantization=quantization)
@@ -190,6 +213,8 @@ def _convert(source: _GGUF, out: Path, quantization: str, smooth: bool | None) -
         raise ModelError(f"CTranslate2 rejected the converted model: {exc}") from exc
     for name, content in tokenizer_files.items():
         (out / name).write_bytes(content)
+    if kept is not None:
+        write_kept(out, kept, len(vocab.tokens))
 
     template = source.get("tokenizer.chat_template")
     info = ModelInfo(
@@ -203,9 +228,37 @@ def _convert(source: _GGUF, out: Path, quantization: str, smooth: bool | None) -
         end_of_turn_tokens=_end_of_turn_tokens(source, tokens, eos),
         add_bos=bool(source.get("tokenizer.ggml.add_bos_token", arch == "llama" and bos)),
         source_sha256=_sha256(source.path),
+        pruned_from=None if kept is None else len(vocab.tokens),
     )
     info.save(out)
     return info
+
+
+def _pruned_tokenizer(vocab: GGUFVocab, files: dict[str, bytes], prune: VocabPruning
+                      ) -> tuple[list[int], dict[str, bytes]]:
+    """The ids to keep, and tokenizer files that can produce only those."""
+    counts: list[int] = []
+    if prune.corpus:
+        encode = Tokenizer.from_files(files).encode
+        for text in prune.corpus:
+            # Pieces, so a long corpus never needs its whole token list at once.
+            for start in range(0, len(text), 100_000):
+                counts += encode(text[start:start + 100_000])
+    kept = kept_ids(vocab, prune.size, counts)
+    return kept, build_tokenizer_files(restrict(vocab, kept))
+
+
+def _keep_rows(decoder: Any, kept: list[int]) -> None:
+    """Only the kept rows of the embedding table and the LM head (one array when tied)."""
+    rows = np.asarray(kept)
+    embeddings = decoder.embeddings.weight
+    tied = decoder.projection.weight is embeddings
+    decoder.embeddings.weight = np.ascontiguousarray(embeddings[rows])
+    decoder.projection.weight = (decoder.embeddings.weight if tied
+                                 else np.ascontiguousarray(decoder.projection.weight[rows]))
+    bias = getattr(decoder.projection, "bias", None)
+    if isinstance(bias, np.ndarray) and bias.shape[:1] == embeddings.shape[:1]:
+        decoder.projection.bias = np.ascontiguousarray(bias[rows])
 
 
 def _read_vocab(source: _GGUF) -> GGUFVocab:

@@ -33,6 +33,8 @@ class ModelInfo:
     end_of_turn_tokens: tuple[str, ...]
     add_bos: bool
     source_sha256: str
+    pruned_from: int | None = None
+    """The vocabulary size before pruning at import; None for a model with all of it."""
     format_version: int = FORMAT_VERSION
     path: Path | None = field(default=None, compare=False)
 
@@ -80,7 +82,7 @@ class ModelInfo:
             raise ValueError(
                 f"format_version is {version!r}, this version of Hush reads {FORMAT_VERSION}"
             )
-        known = {f.name for f in fields(cls)} - {"path"}
+        known = {f.name for f in fields(cls)} - {"path", "pruned_from"}
         missing = known - data.keys() - {"format_version"}
         if missing:
             raise KeyError(f"missing fields: {', '.join(sorted(missing))}")
@@ -95,6 +97,8 @@ class ModelInfo:
             end_of_turn_tokens=tuple(_str_list(data, "end_of_turn_tokens")),
             add_bos=_typed(data, "add_bos", bool),
             source_sha256=_typed(data, "source_sha256", str),
+            # Written only by importers that can prune; older files mean "not pruned".
+            pruned_from=_typed(data, "pruned_from", int) if data.get("pruned_from") else None,
             format_version=version,
             path=model_dir,
         )

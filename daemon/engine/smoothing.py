@@ -28,9 +28,7 @@ calibration text, so importing needs no network and no extra files.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -262,17 +260,12 @@ def smooth_imported_spec(
         model = ReferenceModel.from_reader(reader)
     except UnsupportedArchitectureError:
         return False  # importable but not modelled here: import unsmoothed
-    # Tokenizer.load reads a model directory; give it one holding just the tokenizer files.
-    with tempfile.TemporaryDirectory(prefix="hush-calibration-") as tmp:
-        for name, content in tokenizer_files.items():
-            (Path(tmp) / name).write_bytes(content)
-        tokenizer = Tokenizer.load(Path(tmp))
-        smooth_spec(
-            spec,
-            model,
-            tokenizer.encode,
-            bos_token=bos_token,
-            eos_token=eos_token,
-            alpha=DEFAULT_ALPHA if alpha is None else alpha,
-        )
+    smooth_spec(
+        spec,
+        model,
+        Tokenizer.from_files(tokenizer_files).encode,
+        bos_token=bos_token,
+        eos_token=eos_token,
+        alpha=DEFAULT_ALPHA if alpha is None else alpha,
+    )
     return True

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import codecs
 import json
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -241,6 +242,69 @@ class ByteLevelBackend:
         return token.encode("utf-8")
 
 
+@lru_cache(maxsize=1)
+def byte_encoder() -> dict[int, str]:
+    """GPT-2's byte -> printable character map (the byte-level BPE base alphabet)."""
+    return {b: c for c, b in byte_decoder().items()}
+
+
+class RemappedBackend:
+    """A pruned vocabulary (vocab_pruning.py): the tokenizer files keep the original ids, the
+    model has rows only for `kept`, in that order. Every method here speaks model ids.
+
+    The importer restricted the tokenizer so it cannot produce a dropped token; should one
+    appear anyway (a single character SentencePiece does not split further), it is spelled
+    with byte tokens, which are always kept.
+    """
+
+    def __init__(self, backend: TokenizerBackend, kept: Sequence[int]) -> None:
+        self._backend = backend
+        self._kept = list(kept)
+        self._model_id = {original: i for i, original in enumerate(self._kept)}
+        self.vocab_size = len(self._kept)
+        self.special_tokens = {token: self._model_id[i]
+                               for token, i in backend.special_tokens.items()
+                               if i in self._model_id}
+        self._byte_ids: dict[int, int] = {}
+        for b in range(256):
+            for name in (f"<0x{b:02X}>", byte_encoder()[b]):
+                original = backend.token_to_id(name)
+                if original is not None and original in self._model_id:
+                    self._byte_ids[b] = self._model_id[original]
+                    break
+
+    def encode(self, text: str) -> list[int]:
+        out: list[int] = []
+        for original in self._backend.encode(text):
+            model_id = self._model_id.get(original)
+            if model_id is not None:
+                out.append(model_id)
+                continue
+            try:
+                out.extend(self._byte_ids[b] for b in self._backend.piece_bytes(original))
+            except KeyError:
+                raise ModelError("The pruned vocabulary cannot spell this text (a byte token "
+                                 "is missing). Import the model again.") from None
+        return out
+
+    def _original(self, token_id: int) -> int | None:
+        return self._kept[token_id] if 0 <= token_id < self.vocab_size else None
+
+    def id_to_token(self, token_id: int) -> str | None:
+        original = self._original(token_id)
+        return None if original is None else self._backend.id_to_token(original)
+
+    def token_to_id(self, token: str) -> int | None:
+        original = self._backend.token_to_id(token)
+        return None if original is None else self._model_id.get(original)
+
+    def piece_bytes(self, token_id: int) -> bytes:
+        original = self._original(token_id)
+        if original is None:
+            raise ModelError(f"Token id {token_id} is outside the vocabulary ({self.vocab_size}).")
+        return self._backend.piece_bytes(original)
+
+
 class Tokenizer:
     """The run-time tokenizer of an imported model, over either backend."""
 
@@ -255,21 +319,33 @@ class Tokenizer:
     @classmethod
     def load(cls, model_dir: Path) -> Tokenizer:
         from .sentencepiece_vocab import SENTENCEPIECE_FILE, SentencePieceBackend
+        from .vocab_pruning import read_kept
 
         model_dir = Path(model_dir)
+        backend: TokenizerBackend
         if (model_dir / SENTENCEPIECE_FILE).is_file():
-            return cls(SentencePieceBackend.load(model_dir))
-        path = model_dir / TOKENIZER_FILE
-        if not path.is_file():
-            raise ModelError(
-                f"{model_dir} has no {TOKENIZER_FILE}. Import the model again from its GGUF file."
-            )
-        try:
-            return cls(tokenizers.Tokenizer.from_file(str(path)))
-        except Exception as exc:  # the tokenizers library raises plain Exception subclasses
-            raise ModelError(
-                f"{path} cannot be read ({exc}). Import the model again from its GGUF file."
-            ) from exc
+            backend = SentencePieceBackend.load(model_dir)
+        else:
+            path = model_dir / TOKENIZER_FILE
+            if not path.is_file():
+                raise ModelError(f"{model_dir} has no {TOKENIZER_FILE}. Import the model again "
+                                 "from its GGUF file.")
+            try:
+                backend = ByteLevelBackend(tokenizers.Tokenizer.from_file(str(path)))
+            except Exception as exc:  # the tokenizers library raises plain Exception subclasses
+                raise ModelError(
+                    f"{path} cannot be read ({exc}). Import the model again from its GGUF file."
+                ) from exc
+        kept = read_kept(model_dir)
+        return cls(backend if kept is None else RemappedBackend(backend, kept))
+
+    @classmethod
+    def from_files(cls, files: Mapping[str, bytes]) -> Tokenizer:
+        """A tokenizer from files the importer has built but not yet written to a model."""
+        with tempfile.TemporaryDirectory(prefix="hush-tokenizer-") as tmp:
+            for name, content in files.items():
+                (Path(tmp) / name).write_bytes(content)
+            return cls.load(Path(tmp))
 
     @property
     def vocab_size(self) -> int:
