@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from .engine.catalog import installed
 from .engine.errors import ModelError
 from .engine.generator import Engine
 from .engine.model_info import ModelInfo
+from .memory import return_freed_memory
 
 log = logging.getLogger("hushd.models")
 
@@ -107,7 +107,7 @@ class ModelHolder:
                     engine, self.engine = self.engine, None
                 if engine is not None:
                     engine.close()
-                    _return_freed_memory()
+                    return_freed_memory()
                     log.info("unloaded model %s after %.0f s idle", self.name, idle)
 
     def close(self) -> None:
@@ -135,17 +135,3 @@ class ModelHolder:
                 "active": name == self.name,
             })
         return out
-
-
-def _return_freed_memory() -> None:
-    """Hand the freed model's heap back to the system (glibc keeps it otherwise).
-
-    Measured: resident memory after unloading SmolLM2 fell from 277 MiB to about the
-    daemon's own ~100 MiB. A no-op on C libraries without malloc_trim.
-    """
-    try:
-        libc = ctypes.CDLL(None)
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return
-    trim(0)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from .engine.generator import Engine, GenerationOptions, Job
 from .errors import HushError
+from .memory import return_freed_memory
 from .models import ModelHolder
 
 
@@ -252,3 +253,7 @@ class Scheduler:
                 for ticket in batch:
                     with contextlib.suppress(RuntimeError):
                         ticket.queue.put_nowait(_DONE)
+            if not self._decoding and not self._queues:
+                # Idle: give CTranslate2's freed buffers back (293 instead of 373 MiB resident
+                # after two batches of four on SmolLM2; a few ms).
+                await asyncio.to_thread(return_freed_memory)

@@ -28,6 +28,7 @@ from .engine.probe import recorded_choice, workers_for
 from .errors import HushError
 from .guard import Guard
 from .history import History
+from .memory import limit_heap_growth
 from .models import ModelHolder
 from .policy import Pseudonyms
 from .protocol import encode, error_event
@@ -316,6 +317,7 @@ class Server:
 
 def run(settings: Settings, reload_settings: Callable[[], Settings] | None = None) -> None:
     """Load the model, then serve until SIGTERM/SIGINT; SIGHUP calls `reload_settings`."""
+    limit_heap_growth()
 
     def intra_threads(path: Path) -> int:
         recorded = recorded_choice(path)

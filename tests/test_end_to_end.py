@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from hush.daemon.client import Client
 
@@ -54,3 +56,34 @@ def test_json_events_carry_usage_and_timings(real_daemon: Daemon) -> None:
     assert done["type"] == "done"
     assert done["usage"]["completion_tokens"] == 8 or done["finish_reason"] == "stop"
     assert done["timings"]["first_token_ms"] > 0
+
+
+def _resident_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_memory_goes_back_after_concurrent_answers(real_daemon: Daemon) -> None:
+    # Eight answers at once (two workers, batches of four) need a few hundred MB of working
+    # memory; once they are done the daemon returns it instead of keeping it resident.
+    real_daemon.start()
+    assert real_daemon.process is not None
+    pid = real_daemon.process.pid
+    loaded = _resident_mb(pid)
+
+    async def chat(i: int) -> None:
+        async with await Client.connect(real_daemon.socket) as client:
+            async for _event in client.request(
+                    "chat", {"message": f"Tell story number {i} about a lighthouse keeper.",
+                             "options": {"max_tokens": 160}}):
+                pass
+
+    await asyncio.gather(*(chat(i) for i in range(8)))
+    for _ in range(50):  # the trim runs right after the last batch, off the event loop
+        await asyncio.sleep(0.1)
+        after = _resident_mb(pid)
+        if after < loaded + 150:
+            break
+    assert after < loaded + 150, (loaded, after)
