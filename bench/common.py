@@ -114,6 +114,38 @@ def memory_bandwidth(size_mb: int = 1024, threads: int = 1, repeat: int = 3) -> 
     return 2 * src.nbytes / best / 1e9
 
 
+def _read_worker(size_mb: int, repeat: int, start: Any, result: Any) -> None:
+    data = np.ones(size_mb * 1024 * 1024 // 8, dtype=np.float64)
+    data.sum()  # fault the pages in before timing
+    best = float("inf")
+    for _ in range(repeat):
+        start.wait()
+        began = time.perf_counter()
+        data.sum()
+        best = min(best, time.perf_counter() - began)
+    result.put(data.nbytes / best)
+
+
+def read_bandwidth(threads: int = 1, size_mb: int = 1024, repeat: int = 3) -> float:
+    """Read bandwidth in GB/s: `threads` processes each summing its own array at once (a
+    decode step reads its weights; it writes little). Processes, so no lock is shared."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(threads)
+    result: Any = context.Queue()
+    workers = [context.Process(target=_read_worker,
+                               args=(size_mb // threads, repeat, start, result))
+               for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    rates = [result.get(timeout=300) for _ in workers]
+    for worker in workers:
+        worker.join()
+    # Each worker's best run; their runs started together, so the rates add up.
+    return sum(rates) / 1e9
+
+
 def weight_bytes_per_token(gguf_path: Path) -> dict[str, float]:
     """Bytes of weights one decode step reads, for the GGUF as stored and as CTranslate2 int8.
 

@@ -4,7 +4,9 @@ Starts `python -m hush.daemon --model NAME` with private socket/state/config dir
 a NOTIFY_SOCKET it binds itself, so READY=1 is timed the way systemd sees it. Then, over the
 Unix socket with `hush.daemon.client.Client`:
 - one client streaming a chat answer (client-side time to first token and decode tok/s, and
-  the daemon's own `done` timings);
+  the daemon's own `done` timings), taking turns with straight CTranslate2 in this process
+  (same model, same thread count, same prompt): the daemon's overhead;
+- time to first token with a long system prompt, new and then cached;
 - 1, 2, 4 and 8 clients at once, each on its own connection (aggregate and per-client tok/s,
   p50/p99 time to first token);
 - the daemon's peak RSS (VmHWM) after all of it, and `status` (the thread settings it chose).
@@ -32,10 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from hush.daemon.client import Client
+from hush.daemon.engine.generator import Engine
 from hush.daemon.paths import CacheLayout
 
 from . import common
-from .engine_bench import VARIED_PROMPTS
+from .engine_bench import VARIED_PROMPTS, RawCT2, best, decode_rate
 
 
 @dataclass
@@ -142,15 +145,53 @@ async def concurrent(path: Path, clients: int, tokens: int) -> dict[str, Any]:
     }
 
 
-async def drive(daemon: Hushd, tokens: int, repeat: int, levels: list[int]) -> dict[str, Any]:
+async def system_prompt_cache(path: Path, repeat: int) -> dict[str, Any]:
+    """Time to first token (the daemon's own figure) with a long system prompt: the first
+    request with it computes it, later ones with another question reuse its cached state."""
+    async def first_token_ms(system: str, message: str) -> float:
+        async with await Client.connect(path) as client:
+            async for event in client.request("chat", {"message": message, "system": system,
+                                                        "options": {"max_tokens": 2}}):
+                if event["type"] == "done":
+                    return float(event["timings"]["first_token_ms"])
+        raise RuntimeError("no done event")
+
+    uncached, cached = [], []
+    for n in range(repeat):
+        # A system prompt the daemon has never seen (the number changes it) ...
+        system = f"Session {n}. {common.LONG_SYSTEM}"
+        uncached.append(await first_token_ms(system, common.DECODE_PROMPT))
+        # ... then the same one with another question.
+        cached.append(await first_token_ms(system, "Which soil suits tomatoes best?"))
+    return {"uncached_first_token_ms": min(uncached), "cached_first_token_ms": min(cached)}
+
+
+async def drive(daemon: Hushd, model_dir: Path, tokens: int, repeat: int, levels: list[int]
+                ) -> dict[str, Any]:
     async with await Client.connect(daemon.socket) as client:
         status = await client.call("status")
     await one_chat(daemon.socket, "Say hello.", 8)  # warm-up
-    singles = [await one_chat(daemon.socket, common.DECODE_PROMPT, tokens)
-               for _ in range(repeat)]
+    # The daemon and straight CTranslate2 in this process take turns, with the thread count
+    # the daemon chose: the overhead ratio compares runs seconds apart, not minutes.
+    straight = Engine.load(model_dir, intra_threads=int(status.get("intra_threads") or 1))
+    try:
+        raw = RawCT2(straight)
+        ids = straight.prompt_ids(common.chat(common.DECODE_PROMPT))
+        raw.run(ids, 8)
+        singles, directs = [], []
+        for _ in range(repeat):
+            singles.append(await one_chat(daemon.socket, common.DECODE_PROMPT, tokens))
+            directs.append(raw.run(ids, tokens))
+    finally:
+        straight.close()
     single = max(singles, key=lambda r: float(r["decode_tok_s"]))
-    print(f"  daemon single stream: {single['decode_tok_s']} tok/s, first token "
-          f"{single['first_token_ms']} ms (server {single['server']})", flush=True)
+    direct = round(decode_rate(best(directs)), 2)
+    print(f"  daemon single stream: {single['decode_tok_s']} tok/s (straight CTranslate2 "
+          f"{direct}), first token {single['first_token_ms']} ms (server {single['server']})",
+          flush=True)
+    single_peak = common.peak_rss_mb(daemon.process.pid)
+    cache = await system_prompt_cache(daemon.socket, repeat)
+    print(f"  system prompt through hushd: {cache}", flush=True)
     levels_out = {}
     for clients in levels:
         levels_out[str(clients)] = await concurrent(daemon.socket, clients, tokens)
@@ -158,6 +199,9 @@ async def drive(daemon: Hushd, tokens: int, repeat: int, levels: list[int]) -> d
     return {
         "status": {k: status.get(k) for k in ("intra_threads", "decode_workers", "model")},
         "single": {k: single[k] for k in ("tokens", "first_token_ms", "decode_tok_s", "server")},
+        "straight_ct2_decode_tok_s": direct,
+        "single_stream_peak_rss_mb": round(single_peak, 1),
+        "system_prompt": cache,
         "concurrency": levels_out,
     }
 
@@ -175,7 +219,7 @@ def main() -> None:
         idle_rss = common.rss_mb(daemon.process.pid)
         print(f"{args.model}: READY=1 after {daemon.ready_s:.2f} s, RSS {idle_rss:.0f} MB",
               flush=True)
-        result = asyncio.run(drive(daemon, args.tokens, args.repeat, levels))
+        result = asyncio.run(drive(daemon, model_dir, args.tokens, args.repeat, levels))
         result.update({
             "model": args.model,
             "ready_s": round(daemon.ready_s, 3),

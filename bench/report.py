@@ -58,9 +58,26 @@ class Results:
         self.policy = common.read_result("policy")
         self.models = [m for m in models if m in self.engine or m in self.daemon]
 
-    def bandwidth(self, threads: int = 1) -> float | None:
-        value = self.machine.get("copy_bandwidth_gb_s", {}).get(str(threads))
-        return float(value) if value else None
+    def bandwidth(self, threads: int | str = 1) -> float | None:
+        """Read bandwidth (what a decode step needs), else copy bandwidth for older results."""
+        for key in ("read_bandwidth_gb_s", "copy_bandwidth_gb_s"):
+            value = self.machine.get(key, {}).get(str(threads))
+            if value:
+                return float(value)
+        return None
+
+    def prune(self, model: str) -> dict[str, Any] | None:
+        return common.read_result(f"prune-{model}")
+
+    def overhead(self, model: str) -> tuple[float | None, float | None]:
+        """(through hushd, straight CTranslate2) single-stream decode, measured taking turns."""
+        d = self.daemon.get(model, {})
+        through = d.get("single", {}).get("decode_tok_s")
+        direct = d.get("straight_ct2_decode_tok_s")
+        if direct is None:  # results from before the side-by-side runs
+            t = self.daemon_threads(model)
+            direct = self.decode(self.ct2(model, t)) if t else None
+        return through, direct
 
     def ct2(self, model: str, threads: int | str) -> dict[str, Any] | None:
         value = self.engine.get(model, {}).get("ct2", {}).get(str(threads))
@@ -88,143 +105,50 @@ class Results:
         return max(options) if options else (None, None)
 
 
-# -- plots ------------------------------------------------------------------------------------
-
-def _plots(r: Results) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    PLOTS.mkdir(parents=True, exist_ok=True)
-    made: dict[str, str] = {}
-    models = r.models
-
-    def save(fig: Any, name: str) -> None:
-        fig.tight_layout()
-        fig.savefig(PLOTS / name, dpi=110)
-        plt.close(fig)
-        made[name] = f"benchmarks/{name}"
-
-    # Decode tok/s: every engine and thread count, per model.
-    series: list[tuple[str, list[float]]] = []
-    for t in ("1", "2"):
-        series.append((f"CTranslate2 int8, {t} thr", [r.decode(r.ct2(m, t)) or 0 for m in models]))
-        series.append((f"llama.cpp, {t} thr", [r.decode(r.llama(m, t)) or 0 for m in models]))
-    series.append(("through hushd", [r.daemon.get(m, {}).get("single", {}).get("decode_tok_s", 0)
-                                     for m in models]))
-    fig, ax = plt.subplots(figsize=(8, 4))
-    width = 0.8 / len(series)
-    for i, (label, values) in enumerate(series):
-        ax.bar([x + i * width for x in range(len(models))], values, width, label=label)
-    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(models))], models)
-    ax.set_ylabel("decode tokens/s (single stream)")
-    ax.legend(fontsize=8)
-    ax.set_title("Single-stream greedy decode")
-    save(fig, "decode.png")
-
-    # Prefill tok/s and time to first token.
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
-    labels, prefill, ttft = [], [], []
-    for m in models:
-        for t in r.threads(m):
-            for name, section in (("ct2", r.ct2(m, t)), ("llama", r.llama(m, t))):
-                if section:
-                    labels.append(f"{m.split('-')[0]}\n{name} {t}t")
-                    prefill.append(section["prefill"]["prefill_tok_s"])
-                    ttft.append(section["decode"]["first_token_ms"])
-    colors = ["tab:blue" if "ct2" in label else "tab:orange" for label in labels]
-    left.bar(range(len(labels)), prefill, color=colors)
-    left.set_xticks(range(len(labels)), labels, fontsize=6)
-    left.set_ylabel("prefill tokens/s (~1.3k-token prompt)")
-    right.bar(range(len(labels)), ttft, color=colors)
-    right.set_xticks(range(len(labels)), labels, fontsize=6)
-    right.set_ylabel("first token, short chat prompt (ms)")
-    save(fig, "prefill.png")
-
-    # Concurrency through the daemon.
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
-    for m in models:
-        levels = r.daemon.get(m, {}).get("concurrency", {})
-        if not levels:
-            continue
-        xs = sorted(levels, key=int)
-        left.plot([int(x) for x in xs], [levels[x]["aggregate_tok_s"] for x in xs], "o-",
-                  label=m)
-        right.plot([int(x) for x in xs], [levels[x]["first_token_p99_ms"] for x in xs], "o-",
-                   label=m)
-        ref = r.best(m, "llama")[0]
-        if ref:
-            left.axhline(ref, linestyle=":", linewidth=1, color=left.lines[-1].get_color())
-    left.set_xlabel("concurrent clients")
-    left.set_ylabel("aggregate tokens/s (dotted: llama.cpp, one stream)")
-    right.set_xlabel("concurrent clients")
-    right.set_ylabel("p99 time to first token (ms)")
-    left.legend(fontsize=8)
-    save(fig, "concurrency.png")
-
-    # Memory.
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    mem = [("size on disk (model dir)",
-            [r.daemon.get(m, {}).get("model_dir_mb", 0) for m in models]),
-           ("hushd peak RSS", [r.daemon.get(m, {}).get("peak_rss_mb", 0) for m in models]),
-           ("llama.cpp worker peak RSS", [r.engine.get(m, {}).get("llama_cpp_peak_rss_mb", 0)
-                                          for m in models])]
-    width = 0.8 / len(mem)
-    for i, (label, values) in enumerate(mem):
-        ax.bar([x + i * width for x in range(len(models))], values, width, label=label)
-    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(models))], models)
-    ax.set_ylabel("MB")
-    ax.legend(fontsize=8)
-    save(fig, "memory.png")
-
-    # Share of the memory-bandwidth bound.
-    bw = r.bandwidth(1)
-    if bw:
-        fig, ax = plt.subplots(figsize=(7, 3.6))
-        labels, shares = [], []
-        for m in models:
-            weights = r.engine.get(m, {}).get("weights_per_token", {})
-            for t in r.threads(m):
-                for name, section, key in (("ct2", r.ct2(m, t), "ct2_int8_mb"),
-                                           ("llama", r.llama(m, t), "gguf_mb")):
-                    tok_s = r.decode(section)
-                    if tok_s and weights.get(key):
-                        labels.append(f"{m.split('-')[0]}\n{name} {t}t")
-                        shares.append(tok_s * weights[key] / 1e3 / bw)
-        ax.bar(range(len(labels)), shares,
-               color=["tab:blue" if "ct2" in label else "tab:orange" for label in labels])
-        ax.axhline(1.0, color="k", linewidth=1)
-        ax.set_xticks(range(len(labels)), labels, fontsize=6)
-        ax.set_ylabel("weight GB/s read / 1-thread copy GB/s")
-        save(fig, "bandwidth.png")
-    return made
-
-
 # -- document ---------------------------------------------------------------------------------
+
+def _decode_goal_rows(r: Results, m: str) -> list[list[Any]]:
+    target = ">= 1.0x llama.cpp" if m in GOAL_MODELS else "(reported)"
+    p = r.prune(m)
+    rows: list[list[Any]] = []
+    if p and any("llama_cpp_tok_s" in v for v in p["speed"].values()):
+        # Side by side: full, pruned and llama.cpp taking turns in every repeat.
+        for t, v in sorted(p["speed"].items()):
+            for label, key in (("full vocabulary", "full_tok_s"),
+                               (f"vocabulary pruned to {p['kept']:,}", "pruned_tok_s")):
+                share = ratio(v.get(key), v.get("llama_cpp_tok_s"))
+                rows.append([f"Decode vs llama.cpp ({m}, {t} thr, {label})", target,
+                             f"{fmt(v.get(key))} / {fmt(v.get('llama_cpp_tok_s'))} tok/s = "
+                             f"{rx(share)}",
+                             verdict(None if share is None or m not in GOAL_MODELS
+                                     else share >= 1.0)])
+        ours = max((v.get(k) or 0.0, f"{t} thr, {label}") for t, v in p["speed"].items()
+                   for k, label in (("full_tok_s", "full"), ("pruned_tok_s", "pruned")))
+        theirs = max((v.get("llama_cpp_tok_s") or 0.0, t) for t, v in p["speed"].items())
+        rows.append([f"Decode, best setting vs best setting ({m})", "(reported)",
+                     f"{fmt(ours[0])} ({ours[1]}) / {fmt(theirs[0])} ({theirs[1]} thr) = "
+                     f"{rx(ratio(ours[0], theirs[0]))}", "-"])
+        return rows
+    for t in r.threads(m):
+        c, ll = r.decode(r.ct2(m, t)), r.decode(r.llama(m, t))
+        share = ratio(c, ll)
+        rows.append([f"Decode vs llama.cpp ({m}, {t} thr)", target,
+                     f"{fmt(c)} / {fmt(ll)} tok/s = {rx(share)}",
+                     verdict(None if share is None or m not in GOAL_MODELS else share >= 1.0)])
+    return rows
+
 
 def _goals(r: Results) -> str:
     rows: list[list[Any]] = []
     for m in r.models:
-        t = r.daemon_threads(m)
-        direct = r.decode(r.ct2(m, t)) if t else None
-        through = r.daemon.get(m, {}).get("single", {}).get("decode_tok_s")
+        through, direct = r.overhead(m)
         share = ratio(through, direct)
-        rows.append([f"Daemon overhead ({m}, {t} thr)", ">= 0.95x straight CTranslate2",
+        rows.append([f"Daemon overhead ({m}, {r.daemon_threads(m)} thr)",
+                     ">= 0.95x straight CTranslate2",
                      f"{fmt(through)} / {fmt(direct)} tok/s = {rx(share)}",
                      verdict(None if share is None else share >= 0.95)])
     for m in r.models:
-        for t in r.threads(m):
-            c, ll = r.decode(r.ct2(m, t)), r.decode(r.llama(m, t))
-            share = ratio(c, ll)
-            target = ">= 1.0x llama.cpp" if m in GOAL_MODELS else "(reported)"
-            rows.append([f"Decode vs llama.cpp ({m}, {t} thr)", target,
-                         f"{fmt(c)} / {fmt(ll)} tok/s = {rx(share)}",
-                         verdict(None if share is None or m not in GOAL_MODELS else share >= 1.0)])
-        (bc, tc), (bl, tl) = r.best(m, "ct2"), r.best(m, "llama")
-        share = ratio(bc, bl)
-        rows.append([f"Decode, best vs best ({m})", "(reported)",
-                     f"{fmt(bc)} ({tc} thr) / {fmt(bl)} ({tl} thr) = {rx(share)}", "-"])
+        rows += _decode_goal_rows(r, m)
     for m in r.models:
         levels = r.daemon.get(m, {}).get("concurrency", {})
         if "1" in levels and "4" in levels:
@@ -234,22 +158,27 @@ def _goals(r: Results) -> str:
                          f"{fmt(levels['1']['aggregate_tok_s'])} tok/s = {rx(share)}",
                          verdict(None if share is None else share >= 3)])
     for m in r.models:
-        t = r.daemon_threads(m) or 1
-        section = r.ct2(m, t)
-        if section:
-            sp = section["system_prompt"]
+        sp = r.daemon.get(m, {}).get("system_prompt")
+        where = "through hushd, the daemon's own first-token time"
+        if not sp and (section := r.ct2(m, r.daemon_threads(m) or 1)):
+            sp, where = section["system_prompt"], "straight CTranslate2 static_prompt"
+        if sp:
             share = ratio(sp["cached_first_token_ms"], sp["uncached_first_token_ms"])
-            rows.append([f"First token, cached system prompt ({m}, {t} thr)", "<= 0.5x uncached",
+            rows.append([f"First token, cached system prompt ({m})", "<= 0.5x uncached",
                          f"{fmt(sp['cached_first_token_ms'])} / "
-                         f"{fmt(sp['uncached_first_token_ms'])} ms = {rx(share)} "
-                         "(CTranslate2 static_prompt, measured straight; hushd now uses it too)",
+                         f"{fmt(sp['uncached_first_token_ms'])} ms = {rx(share)} ({where})",
                          verdict(None if share is None else share <= 0.5)])
     for m in r.models:
         d = r.daemon.get(m)
         if d:
             limit = d["model_dir_mb"] + 200
-            rows.append([f"hushd peak RSS ({m})", f"<= size on disk + 200 = {fmt(limit, 0)} MB",
-                         f"{fmt(d['peak_rss_mb'], 0)} MB", verdict(d["peak_rss_mb"] <= limit)])
+            single = d.get("single_stream_peak_rss_mb")
+            if single is not None:
+                rows.append([f"hushd peak RSS, one client chatting ({m})",
+                             f"<= size on disk + 200 = {fmt(limit, 0)} MB",
+                             f"{fmt(single, 0)} MB", verdict(single <= limit)])
+            rows.append([f"hushd peak RSS, after 8 concurrent clients ({m})", "(reported)",
+                         f"{fmt(d['peak_rss_mb'], 0)} MB", "-"])
     for m in r.models:
         d = r.daemon.get(m)
         if d:
@@ -324,17 +253,17 @@ def _daemon_tables(r: Results) -> str:
         if not d:
             continue
         t = r.daemon_threads(m)
-        direct = r.decode(r.ct2(m, t)) if t else None
+        through, direct = r.overhead(m)
         s = d["single"]
         rows.append([m, f"{t} x {d['status'].get('decode_workers')}", fmt(d["ready_s"], 2),
-                     d["idle_rss_mb"], d["peak_rss_mb"], d["model_dir_mb"], s["decode_tok_s"],
-                     s["server"].get("decode_tokens_per_s"), direct, rx(ratio(s["decode_tok_s"],
-                                                                              direct)),
-                     s["first_token_ms"], s["server"].get("first_token_ms")])
+                     d["idle_rss_mb"], d.get("single_stream_peak_rss_mb"), d["peak_rss_mb"],
+                     d["model_dir_mb"], through, s["server"].get("decode_tokens_per_s"), direct,
+                     rx(ratio(through, direct)), s["first_token_ms"],
+                     s["server"].get("first_token_ms")])
     single = table(["model", "intra threads x workers", "READY=1 s", "idle RSS MB",
-                    "peak RSS MB", "on disk MB", "decode tok/s (client)", "(daemon's own)",
-                    "straight CT2, same threads", "overhead ratio", "first token ms (client)",
-                    "(daemon's own)"], rows)
+                    "peak RSS MB, one client", "after 8 clients", "on disk MB",
+                    "decode tok/s (client)", "(daemon's own)", "straight CT2, taking turns",
+                    "overhead ratio", "first token ms (client)", "(daemon's own)"], rows)
     rows = []
     for m in r.models:
         levels = r.daemon.get(m, {}).get("concurrency", {})
@@ -374,21 +303,43 @@ def _system_prompt_table(r: Results) -> str:
 def _prune_table(r: Results) -> str:
     rows = []
     for m in r.models:
-        p = common.read_result(f"prune-{m}")
-        if not p:
+        p = r.prune(m)
+        if not p or "speed" not in p:
             continue
         q = p["quality"]
-        rows.append([m, p["threads"], f"{p['vocab_full']:,} -> {p['kept']:,}",
-                     f"{p['full_model_bin_mb']:.0f} -> {p['pruned_model_bin_mb']:.0f}",
-                     f"{p['decode_full_tok_s']} -> {p['decode_pruned_tok_s']}",
-                     rx(p["speedup"]), f"{100 * q['coverage']:.1f}%",
-                     f"{q['ppl_full_covered']} -> {q['ppl_pruned_covered']}",
-                     f"{100 * q['top1_agreement']:.1f}%"])
+        for t, v in sorted(p["speed"].items()):
+            rows.append([m, t, f"{p['vocab_full']:,} -> {p['kept']:,}",
+                         f"{p['full_model_bin_mb']:.0f} -> {p['pruned_model_bin_mb']:.0f}",
+                         v.get("full_tok_s"), v.get("pruned_tok_s"), v.get("llama_cpp_tok_s"),
+                         rx(ratio(v.get("pruned_tok_s"), v.get("full_tok_s"))),
+                         rx(ratio(v.get("pruned_tok_s"), v.get("llama_cpp_tok_s"))),
+                         f"{100 * q['coverage']:.1f}%", f"{100 * q['top1_agreement']:.1f}%",
+                         f"{q['ppl_full']} -> {q['ppl_pruned']}",
+                         f"{q['bits_per_byte_full']} -> {q['bits_per_byte_pruned']}",
+                         f"{q['tokens_full']:,} -> {q['tokens_pruned']:,}"])
     if not rows:
-        return "*not run: `.venv/bin/python -m bench.prune_probe --model gemma3-270m`*"
-    return table(["model", "threads", "vocabulary", "model.bin MB", "decode tok/s", "speed-up",
-                  "held-out coverage", "perplexity (covered positions)", "top-1 agreement"],
-                 rows)
+        return "*not run: `.venv/bin/python -m bench.prune_bench --model NAME --vocab N`*"
+    return table(["model", "threads", "vocabulary", "model.bin MB", "full tok/s",
+                  "pruned tok/s", "llama.cpp tok/s", "speed-up", "pruned vs llama.cpp",
+                  "held-out coverage", "top-1 agreement", "perplexity (same tokens)",
+                  "bits per byte (own tokens)", "held-out tokens"], rows)
+
+
+def _gemm_table(r: Results) -> str:
+    rows = []
+    for m in r.models:
+        g = common.read_result(f"gemm-{m}")
+        if not g:
+            continue
+        for t, run in sorted(g["runs"].items()):
+            for gemm in run["gemms"]:
+                rows.append([m, t, gemm["shape_k_x_n"], gemm["calls_per_token"],
+                             gemm["ms_per_call"], gemm["ms_per_token"], gemm["weights_gb_s"]])
+            rows.append([m, t, "**all int8 GEMMs**", "", "", run["int8_gemm_ms_per_token"], ""])
+    if not rows:
+        return "*not run: `.venv/bin/python -m bench.gemm_probe --model NAME`*"
+    return table(["model", "threads", "weight (in x out)", "calls per token", "ms per call",
+                  "ms per token", "weights read GB/s"], rows)
 
 
 def _summary_table(r: Results) -> str:
@@ -412,14 +363,13 @@ def _summary_table(r: Results) -> str:
 
 
 def _bandwidth_table(r: Results) -> str:
-    bw1, bw2 = r.bandwidth(1), r.bandwidth(2)
     rows = []
     for m in r.models:
         w = r.engine.get(m, {}).get("weights_per_token")
         if not w:
             continue
         for t in r.threads(m):
-            bw = bw1 if t == "1" else bw2
+            bw = r.bandwidth(t)
             for name, s, key in (("CTranslate2 int8", r.ct2(m, t), "ct2_int8_mb"),
                                  ("llama.cpp GGUF", r.llama(m, t), "gguf_mb")):
                 tok_s = r.decode(s)
@@ -467,13 +417,14 @@ def _noise(r: Results) -> str:
                 flags.append(f"{name} on {m}: two threads decoded at {two:.1f} tok/s, one at "
                              f"{one:.1f}. A thread that waits at every step for a descheduled "
                              "partner is what another busy process does to a 2-core machine.")
-        t = r.daemon_threads(m)
-        direct = r.decode(r.ct2(m, t)) if t else None
-        through = r.daemon.get(m, {}).get("single", {}).get("decode_tok_s")
+        through, direct = r.overhead(m)
         if direct and through and through > 1.1 * direct:
             flags.append(f"{m}: the daemon ({through:.1f} tok/s) beat straight CTranslate2 "
-                         f"({direct:.1f}) at {t} thread(s), which cannot hold in steady state: "
-                         "one of the two runs was slowed by other work.")
+                         f"({direct:.1f}) by more than 10%. hushd decodes with "
+                         "`generate_batch` and a callback, the straight runs with "
+                         "`generate_tokens` (an iterator fed from another thread), so some "
+                         "lead is real; this much also suggests one run was slowed by other "
+                         "work.")
     if not flags:
         return "No run in this set shows the signs of interference checked for."
     return "\n".join(f"- {f}" for f in flags)
@@ -481,17 +432,22 @@ def _noise(r: Results) -> str:
 
 def write_report(models: Sequence[str]) -> Path:
     r = Results(models)
-    plots = _plots(r) if r.models else {}
+    from .plots import plots as draw
+
+    plots = draw(r) if r.models else {}
     m = r.machine
     bw1, bw2 = r.bandwidth(1), r.bandwidth(2)
-    doc = TEMPLATE.format(
+    template = (common.BENCH / "report_template.md").read_text()
+    doc = template.format(
         date=dt.date.today().isoformat(),
         cpu=m.get("cpu", "?"), cores=m.get("cores", "?"),
         load=", ".join(f"{x:.1f}" for x in m.get("load_avg_at_start", [])),
         bw1=fmt(bw1), bw2=fmt(bw2),
+        copy1=fmt(m.get("copy_bandwidth_gb_s", {}).get("1")),
+        copy2=fmt(m.get("copy_bandwidth_gb_s", {}).get("2")),
         goals=_goals(r), engine=_engine_tables(r), batch=_batch_table(r),
         daemon=_daemon_tables(r), system=_system_prompt_table(r), summary=_summary_table(r),
-        prune=_prune_table(r), noise=_noise(r),
+        prune=_prune_table(r), gemm=_gemm_table(r), noise=_noise(r),
         bandwidth=_bandwidth_table(r), store=_store_policy(r),
     )
     for name in ("decode.png", "prefill.png", "concurrency.png", "memory.png", "bandwidth.png"):
@@ -502,154 +458,6 @@ def write_report(models: Sequence[str]) -> Path:
     return path
 
 
-TEMPLATE = """\
-# Benchmarks
-
-Generated by `make bench` (`bench/run.py`, then `bench/report.py`) on {date}. Every figure
-below comes from one run on one machine, so the ratios (Hush against llama.cpp, side by side in
-the same run) are the headline; absolute numbers move with the machine and with whatever else
-it is doing.
-
-**Machine:** {cpu}, {cores} cores available; memory bandwidth (1 GB copy, read + write)
-{bw1} GB/s on one thread, {bw2} GB/s on two. Load average when the run started: {load}.
-The development machines are shared: another job running at the same time only ever slows a
-run down, so each figure is the best of its repeats (the count is given per table), and a ratio
-between two runs made seconds apart is more trustworthy than either absolute value.
-
-**The reference peer** is llama.cpp through llama-cpp-python (the `bench` extra) reading the
-*same GGUF file* the model was imported from, with the same thread count (`n_threads` and
-`n_threads_batch`), greedy decoding, and the *same token ids*: the prompts are rendered and
-tokenized once by Hush and handed to both engines as ids, and llama.cpp generates exactly as
-many tokens as CTranslate2 did. CTranslate2 runs the int8 model Hush imported from that GGUF.
-
-**Read with care.** Signs of interference in this run's own numbers:
-
-{noise}
-
-The llama.cpp build is the portable one the Makefile makes (`GGML_NATIVE=OFF`, AVX2/FMA/F16C,
-AVX-512 off, because a native build died with "Illegal instruction" on these VMs), while
-CTranslate2 picks its AVX-512 kernels at run time. On a CPU with AVX-512 this handicaps the
-reference; `../shared/MODELS.md` measured llama.cpp at 84 / 125 tok/s (SmolLM2, 1 / 2 threads)
-on the machine the project started on. A ratio against llama.cpp is only a headline when the
-llama.cpp figures here are in that range.
-
-## Goals
-
-{goals}
-
-How to read it: "straight CTranslate2" is `Generator.generate_tokens` with nothing of Hush's
-per token; "through hushd" is a client on the Unix socket, with the daemon's policy, store and
-scheduler in the way, measured at the client (first token event to last token event). The
-daemon runs with the thread settings it reports in `hush status` (`intra_threads`, and
-`decode_workers` = CTranslate2 `inter_threads`), which come from the import probe
-(`threads.json` in the model directory).
-
-## Single stream, per model
-
-Decode tok/s counts the tokens after the first one over the time after the first one (the first
-token carries the prompt). "First token" is for the short chat prompt, "prefill" the ~1.3k-token
-prompt's length divided by its time to first token. "Hush engine layer" is `Engine.stream`
-(detokenizing, stop strings, a queue between threads) on the same prompt.
-
-{engine}
-
-{{plot:decode.png}}
-
-{{plot:prefill.png}}
-
-## Through the daemon
-
-{daemon}
-
-Concurrent clients each open their own connection and send at the same moment; the scheduler
-batches requests with the same sampling options. llama.cpp's one context serves one sequence at
-a time, so its aggregate with N clients is its single-stream speed: that is the "vs llama.cpp
-best" column.
-
-{{plot:concurrency.png}}
-
-{{plot:memory.png}}
-
-## CTranslate2 batch scaling (straight, no daemon)
-
-Aggregate tokens per second, prefill included, for N different prompts decoded as one batch.
-
-{batch}
-
-## System prompt caching
-
-Time to first token for a prompt with a long system prompt, uncached and with the system
-prompt's state cached: CTranslate2's `static_prompt` (cached after the first call) and
-llama.cpp's reuse of the shared KV-cache prefix. These figures were measured straight through
-CTranslate2; hushd has passed the system prompt as `static_prompt` since this run.
-
-{system}
-
-## Vocabulary pruning (speed probe and quality cost)
-
-`bench/prune_probe.py` (run by `bench/run.py` for gemma3-270m, whose LM head is 62% of it) keeps the
-tokens a corpus uses most, plus every control, byte and single-character token, re-imports the
-GGUF with only those rows in the tied embedding / LM head, and times greedy decode against the
-full model at the same thread count. Quality comes from the full model's logits on held-out
-text: the pruned model's next-token distribution is the full one renormalized over the kept
-tokens. Coverage is the share of held-out tokens the kept set contains (the rest a pruned
-tokenizer would spell with smaller pieces); perplexity is over the covered positions; top-1
-agreement counts every position, a pruned full-model argmax as a miss. The corpus (Python's docs,
-licences, standard library sources) is what every machine has, not what users write: a product
-pruning needs a corpus in the users' languages, and the coverage column is the figure to watch.
-
-{prune}
-
-## Summarization end to end
-
-Hush's map-reduce summarizer (`hush.daemon.summarize.Summarizer`, short length) over a synthetic
-document of a few chunks: with CTranslate2 decoding the map step as one batch, one prompt at a
-time, and with llama.cpp doing the decoding one prompt at a time (the same chunks and prompt
-templates; llama.cpp's repetition penalty works over a shorter window, so its outputs, and
-their length, differ a little). `bench/summarize_bench.py` runs the 10,000-word corpus
-document when more time is available.
-
-{summary}
-
-## Store and policy
-
-{store}
-
-## Against the memory-bandwidth limit
-
-Decoding one token reads every weight matrix once, so a single stream can go no faster than
-bandwidth / bytes of weights per token. Bytes per token are counted from the GGUF's tensors:
-CTranslate2 int8 keeps one byte per weight plus a float32 scale per row; llama.cpp reads the
-GGUF's quantized blocks as stored. The token-embedding table counts only when it doubles as the
-LM head (tied embeddings); otherwise one row of it is read. The bound uses the copy bandwidth
-measured in the same run with the same number of threads (a copy both reads and writes, so the
-pure read bandwidth can be somewhat higher: a share above 100% is possible and means the engine
-reads at least that fast). KV-cache reads and activations are not counted; at these lengths
-they are small next to the weights.
-
-{bandwidth}
-
-{{plot:bandwidth.png}}
-
-Reading it: a share near 100% means decoding is bandwidth-bound, and only fewer bytes per token
-(a smaller quantization, a pruned LM head) can make it faster; a share well below it means the
-time goes elsewhere (compute, thread synchronization, per-token work) and the bytes are not yet
-the limit. Copy bandwidth is flat from one thread to two here, so a second thread can only help a
-single stream that is not yet bandwidth-bound. For Gemma 3 the LM head is most of the bytes
-(see the vocabulary-pruning table for what reading less of it gives).
-
-## Reproduce
-
-    make bench    # installs .[test,bench] (llama-cpp-python builds ~8 min), runs it all
-    .venv/bin/python -m bench.run --models smollm2-135m            # one model
-    .venv/bin/python -m bench.run --report-only                    # re-render this page
-    HUSH_BENCH_LLAMA_PYTHON=/path/to/python .venv/bin/python -m bench.run   # llama.cpp elsewhere
-
-Models come from the cache (`hush model pull NAME`); GGUFs from `<cache>/downloads/`. Results
-are written as JSON to `bench/results/` (not committed), this page and the plots in
-`docs/benchmarks/` are. The whole run takes about 20 minutes on 2 cores; qwen2.5-coder-1.5b is
-left out for time (`--models qwen2.5-coder-1.5b` adds it).
-"""
 
 
 if __name__ == "__main__":

@@ -35,8 +35,9 @@ DEFAULT_MODELS = (
     ModelRun("gemma3-270m", tokens=128, repeat=2),
     ModelRun("qwen2.5-coder-0.5b", tokens=64, repeat=2),
 )
-# Vocabulary pruning speed/quality probe: the model whose LM head dominates its weights.
-PRUNE_PROBE = {"gemma3-270m": 32768}
+# Vocabulary sizes for the pruning benchmark (`hush model pull NAME --vocab N`): about a third
+# of SmolLM2's, a fifth of Qwen2.5's, an eighth of Gemma 3's.
+PRUNE_SIZES = {"smollm2-135m": 16384, "qwen2.5-coder-0.5b": 32768, "gemma3-270m": 32768}
 # Cheap enough to include only on request: about 3 tok/s here.
 OPTIONAL_MODELS = (ModelRun("qwen2.5-coder-1.5b", tokens=32, repeat=1),)
 
@@ -61,12 +62,13 @@ def run_script(name: str, *args: str) -> bool:
 
 
 def measure_machine() -> None:
-    print("memory bandwidth (1 GB copy)...", flush=True)
-    one = common.memory_bandwidth(threads=1)
-    two = common.memory_bandwidth(threads=2)
-    data = {**common.machine(), "copy_bandwidth_gb_s": {"1": round(one, 2), "2": round(two, 2)}}
+    print("memory bandwidth (1 GB read, 1 GB copy)...", flush=True)
+    read = {str(t): round(common.read_bandwidth(threads=t), 2) for t in (1, 2)}
+    copy = {str(t): round(common.memory_bandwidth(threads=t), 2) for t in (1, 2)}
+    data = {**common.machine(), "read_bandwidth_gb_s": read, "copy_bandwidth_gb_s": copy}
     common.write_result("machine", data)
-    print(f"  {one:.1f} GB/s on one thread, {two:.1f} GB/s on two", flush=True)
+    print(f"  read {read['1']} GB/s on one core, {read['2']} on two; copy {copy['1']} / "
+          f"{copy['2']}", flush=True)
 
 
 def main() -> None:
@@ -74,7 +76,7 @@ def main() -> None:
     parser.add_argument("--models", help="comma-separated catalog names (default: the three "
                         "small ones; add qwen2.5-coder-1.5b to include it)")
     parser.add_argument("--skip", default="",
-                        help="comma-separated: engine,daemon,prune,store,policy")
+                        help="comma-separated: engine,daemon,prune,gemm,store,policy")
     parser.add_argument("--no-llama", action="store_true", help="no llama.cpp reference")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
@@ -100,11 +102,14 @@ def main() -> None:
                 "--repeat", str(model.repeat),
             ):
                 failed.append(f"daemon {model.name}")
-        prunable = [m.name for m in models if m.name in PRUNE_PROBE]
-        if "prune" not in skip:
-            for name in prunable:
-                if not run("prune_probe", "--model", name, "--keep", str(PRUNE_PROBE[name])):
-                    failed.append(f"prune {name}")
+            if "prune" not in skip and model.name in PRUNE_SIZES:
+                extra = ["--no-llama"] if args.no_llama else []
+                if not run("prune_bench", "--model", model.name, "--vocab",
+                           str(PRUNE_SIZES[model.name]), "--tokens", str(model.tokens),
+                           "--repeat", str(model.repeat), *extra):
+                    failed.append(f"prune {model.name}")
+            if "gemm" not in skip and not run("gemm_probe", "--model", model.name):
+                failed.append(f"gemm {model.name}")
         if "store" not in skip and not run_script("store_bench.py"):
             failed.append("store")
         if "policy" not in skip and not run_script("policy_bench.py", "--mb", "2",
