@@ -223,7 +223,11 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         await asyncio.sleep(BATCH_WINDOW_S)
         deadline = loop.time() + BATCH_WINDOW_MAX_S
-        while self._preparing and (left := deadline - loop.time()) > 0:
+        # No longer than it takes to fill every free worker's batch: the rest would wait for
+        # the next batches anyway, and a full queue turns new requests away as busy.
+        room = max(1, self._worker_count - self._decoding) * self.max_batch
+        while (self._preparing and self.waiting < room
+               and (left := deadline - loop.time()) > 0):
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), left)

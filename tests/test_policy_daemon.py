@@ -106,6 +106,9 @@ async def test_reload_under_load_never_fails_a_request(tiny_daemon: Daemon) -> N
     policies = _policy_dir(tiny_daemon)
     target = policies / "10-live.yaml"  # type: ignore[operator]
     target.write_text("name: v0\n")
+    # Fifty requests at once: room for all of them in the queue, so a busy answer (the queue
+    # limit doing its job, tested elsewhere) cannot be mistaken for a reload failing one.
+    (tiny_daemon.config_dir / "hushd.yaml").write_text("limits:\n  max_queued: 64\n")
     tiny_daemon.start()
     valid = [f"name: v{i}\nretention:\n  max_age_days: {i + 1}\n" for i in range(1, 60)]
     invalid = ["name: [unclosed\n", "rules: 12\n", "nonsense_key: 1\n"]
