@@ -222,8 +222,10 @@ class Engine:
         """Load a model directory. `intra_threads` None uses what the import probe measured."""
         import ctranslate2
 
+        from .executable_memory import require_executable_memory
         from .probe import recorded_choice
 
+        require_executable_memory()
         model_dir = Path(model_dir)
         if intra_threads is None:
             recorded = recorded_choice(model_dir)
