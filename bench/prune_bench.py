@@ -26,7 +26,7 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,15 +82,15 @@ def _windows(ids: Sequence[int], bos: int | None
 
 
 def _scored(engine: Engine, ids: Sequence[int], bos: int | None, *, mapped: Sequence[int] = ()
-            ) -> list[tuple[Any, list[int]]]:
-    """(logits, targets) of each window, in the ids of `engine`; `mapped` maps the ids first."""
-    out = []
+            ) -> Iterator[tuple[Any, list[int]]]:
+    """(logits, targets) of each window, in the ids of `engine`; `mapped` maps the ids first.
+
+    One window at a time: Gemma's 262,144-entry logits are 400 MB per window."""
     for inputs, targets, skip in _windows(ids, bos):
         if mapped:
             inputs = [int(mapped[i]) for i in inputs]
             targets = [int(mapped[i]) for i in targets]
-        out.append((_logits(engine, inputs)[skip:], targets[skip:]))
-    return out
+        yield _logits(engine, inputs)[skip:], targets[skip:]
 
 
 def quality(full: Engine, pruned: Engine, kept: list[int]) -> dict[str, Any]:

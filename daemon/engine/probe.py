@@ -66,14 +66,23 @@ def _measure(model_dir: Path, intra: int, workers: int, tokens: int) -> tuple[fl
         def decode(batches: list[list[list[int]]]) -> float:
             jobs = [[Job(engine, ids, options, lambda _text: None) for ids in batch]
                     for batch in batches]
-            threads = [threading.Thread(target=engine.generate, args=(group,))
-                       for group in jobs]
+            failures: list[BaseException] = []
+
+            def run(group: list[Job]) -> None:
+                try:
+                    engine.generate(group)
+                except BaseException as exc:  # re-raised below, on the probing thread
+                    failures.append(exc)
+
+            threads = [threading.Thread(target=run, args=(group,)) for group in jobs]
             started = time.monotonic()
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
             elapsed = time.monotonic() - started
+            if failures:
+                raise failures[0]
             produced = sum(job.completion_tokens for group in jobs for job in group)
             return produced / elapsed if elapsed > 0 else 0.0
 
