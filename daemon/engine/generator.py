@@ -18,6 +18,16 @@ from .tokenizer import Tokenizer
 
 FinishReason = Literal["stop", "length", "cancelled"]
 
+STATIC_CACHE_TOKENS = 2048
+"""Most prompt-prefix tokens whose model state one loaded model keeps cached (about 95 MB of
+float32 keys and values for SmolLM2, less for the others)."""
+MIN_CACHED_PREFIX = 8
+"""Shorter shared prefixes save too little prefill to be worth a cache entry."""
+_PREFIX_MEMO = 64
+# Two first messages that share no leading character class, so the ids they share are the
+# template's alone.
+_PREFIX_PROBES = ("0", "Hello")
+
 
 @dataclass(frozen=True)
 class GenerationOptions:
@@ -69,8 +79,9 @@ class Prompt:
     dropped_turns: int = 0
     """Oldest turns (after the system prompt) left out so the rest fits the context."""
     static: int = 0
-    """How many leading ids are the system prompt alone: CTranslate2 caches the model state
-    after them (static_prompt), so a repeated system prompt is not computed again."""
+    """How many leading ids every conversation with this system prompt shares: CTranslate2
+    caches the model state after them (static_prompt), so a repeated system prompt is not
+    computed again."""
 
 
 class Job:
@@ -215,6 +226,10 @@ class Engine:
         self.bos_id = tokenizer.token_to_id(info.bos_token) if info.bos_token else None
         self.intra_threads = 1
         self.inter_threads = 1
+        self._prefix_lock = threading.Lock()
+        self._prefixes: dict[str | None, list[int]] = {}
+        self._cached: set[tuple[int, ...]] = set()
+        self._cached_tokens = 0
 
     @classmethod
     def load(cls, model_dir: Path, *, intra_threads: int | None = None,
@@ -282,12 +297,12 @@ class Engine:
         reserve = min(max_tokens, context // 4)
         system = [m for m in messages[:1] if m["role"] == "system"]
         turns = list(messages[len(system) :])
-        static = self._system_prefix(system)
+        static = self._shared_prefix(system[0]["content"] if system else None)
         dropped = 0
         while True:
             ids = self.prompt_ids([*system, *turns])
             if len(ids) + reserve <= context:
-                cached = len(static) if static and ids[: len(static)] == static else 0
+                cached = self._cache_slot(static) if ids[: len(static)] == static else 0
                 return Prompt(ids, dropped, cached)
             if len(turns) <= 1:
                 over = len(ids) + reserve - context
@@ -301,20 +316,53 @@ class Engine:
             del turns[:drop]
             dropped += drop
 
-    def _system_prefix(self, system: Sequence[Mapping[str, str]]) -> list[int]:
-        """The ids of the system message alone, if the template renders it as a prefix."""
-        template = self.info.chat_template
-        if not system or template is None or not uses_chat_template(template):
-            return []
+    def _shared_prefix(self, system: str | None) -> list[int]:
+        """The ids every conversation with this system prompt starts with, whatever its user
+        asks: the system prompt as the template renders it (or the template's own default one
+        when there is none), up to where the first user message begins. Found by rendering
+        two different first messages and keeping what their ids share, so it holds for
+        templates that fold the system prompt into the first user turn (Gemma) and for
+        completion mode too. Empty when that is too short to be worth caching."""
+        with self._prefix_lock:
+            if system in self._prefixes:
+                return self._prefixes[system]
+        head = [{"role": "system", "content": system}] if system is not None else []
         try:
-            text = render_chat(template, system, bos_token=self.info.bos_token,
-                               eos_token=self.info.eos_token, add_generation_prompt=False)
+            renders = [self.prompt_ids([*head, {"role": "user", "content": probe}])
+                       for probe in _PREFIX_PROBES]
         except ModelError:
-            return []  # some templates insist on a user turn; then nothing is cached
-        ids = self.tokenizer.encode(text)
-        if self.info.add_bos and self.bos_id is not None and ids[:1] != [self.bos_id]:
-            ids.insert(0, self.bos_id)
-        return ids
+            renders = [[]]  # a template that rejects the probe: nothing is cached
+        shared = renders[0]
+        for other in renders[1:]:
+            same = 0
+            while same < min(len(shared), len(other)) and shared[same] == other[same]:
+                same += 1
+            shared = shared[:same]
+        prefix = shared if len(shared) >= MIN_CACHED_PREFIX else []
+        with self._prefix_lock:
+            if len(self._prefixes) >= _PREFIX_MEMO:
+                self._prefixes.clear()  # renders are cheap; a bound matters more than hits
+            self._prefixes[system] = prefix
+        return prefix
+
+    def _cache_slot(self, prefix: Sequence[int]) -> int:
+        """How many leading ids to pass as CTranslate2's cached static prompt (0: none).
+
+        CTranslate2 keeps each static prompt's model state for as long as the model stays
+        loaded and never evicts one, so the prefixes it is handed are counted: past
+        STATIC_CACHE_TOKENS, a new system prompt is computed with the rest of its prompt
+        instead of being cached. The model holder's idle unload frees them all.
+        """
+        if not prefix:
+            return 0
+        key = tuple(prefix)
+        with self._prefix_lock:
+            if key not in self._cached:
+                if self._cached_tokens + len(key) > STATIC_CACHE_TOKENS:
+                    return 0
+                self._cached.add(key)
+                self._cached_tokens += len(key)
+        return len(key)
 
     def generate(self, jobs: Sequence[Job]) -> None:
         """Decode several jobs as one CTranslate2 batch (blocking; run it in a thread).

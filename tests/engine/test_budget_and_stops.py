@@ -1,14 +1,18 @@
-"""Context budget and stop strings, on the tiny model and in isolation."""
+"""Context budget, cached prompt prefixes and stop strings, on the tiny model and alone."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from hush.daemon.engine import generator
 from hush.daemon.engine.errors import ModelError
 from hush.daemon.engine.generator import Engine, GenerationOptions, Job
+from hush.daemon.engine.model_info import ModelInfo
 from hush.daemon.engine.stops import StopMatcher
 from hush.daemon.engine.testing import build_tiny_model
 
@@ -104,3 +108,65 @@ def test_jobs_with_different_sampling_cannot_share_a_batch(tiny: Engine) -> None
             Job(tiny, prompt, GenerationOptions(temperature=0.7), lambda _t: None)]
     with pytest.raises(ValueError, match="share"):
         tiny.generate(jobs)
+
+
+def _cached_answer(engine: Engine, prompt_ids: list[int], static: int) -> str:
+    out: list[str] = []
+    engine.generate([Job(engine, prompt_ids, GenerationOptions(max_tokens=12), out.append,
+                         static=static)])
+    return "".join(out)
+
+
+def test_system_prompt_prefix_is_cached_and_answers_alike(tiny: Engine) -> None:
+    system = {"role": "system", "content": "You answer in one short sentence, politely."}
+    prompt = tiny.fit_prompt([system, {"role": "user", "content": "Where is Oslo?"}], 16)
+    prefix = tiny.tokenizer.decode(prompt.ids[: prompt.static], skip_special=False)
+    # The system turn and the template's own text up to where the user's words begin.
+    assert prefix == ("<|im_start|>system\nYou answer in one short sentence, politely."
+                      "<|im_end|>\n<|im_start|>user\n")
+    other = tiny.fit_prompt([system, {"role": "user", "content": "1 + 1?"}], 16)
+    assert other.ids[: other.static] == prompt.ids[: prompt.static]
+    uncached = _cached_answer(tiny, prompt.ids, 0)
+    assert uncached == _cached_answer(tiny, prompt.ids, prompt.static)  # fills the cache
+    assert uncached == _cached_answer(tiny, prompt.ids, prompt.static)  # from the cache
+
+
+def test_completion_mode_caches_the_system_text(tmp_path: Path) -> None:
+    # A base model without a chat template (Gemma 3 270M): the system text, then the question.
+    path = build_tiny_model(tmp_path / "base")
+    info = ModelInfo.load(path)
+    dataclasses.replace(info, chat_template=None).save(path)
+    engine = Engine.load(path)
+    try:
+        system = {"role": "system", "content": "Facts about the sea, written for children."}
+        prompt = engine.fit_prompt([system, {"role": "user", "content": "Waves are"}], 16)
+        assert engine.tokenizer.decode(prompt.ids[: prompt.static]).startswith(
+            "Facts about the sea, written for children.")
+        assert prompt.static < len(prompt.ids)
+        assert _cached_answer(engine, prompt.ids, 0) == _cached_answer(engine, prompt.ids,
+                                                                     prompt.static)
+    finally:
+        engine.close()
+
+
+def test_short_or_unshared_prefixes_are_not_cached(tiny: Engine) -> None:
+    # Without a system prompt this template shares only "<|im_start|>user\n": too little.
+    assert tiny.fit_prompt([{"role": "user", "content": "hi"}], 8).static == 0
+
+
+def test_cached_prefixes_stay_within_their_token_budget(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # CTranslate2 never evicts a cached prompt state, so the engine stops handing it new ones.
+    monkeypatch.setattr(generator, "STATIC_CACHE_TOKENS", 100)
+    engine = Engine.load(build_tiny_model(tmp_path / "tiny"))
+    try:
+        def static_for(system: str) -> int:
+            return engine.fit_prompt([{"role": "system", "content": system},
+                                      {"role": "user", "content": "hi"}], 8).static
+
+        first = static_for("a" * 40)
+        assert 40 < first < 100
+        assert static_for("b" * 40) == 0  # would pass the budget: computed, not cached
+        assert static_for("a" * 40) == first  # the cached one still is
+    finally:
+        engine.close()
