@@ -24,6 +24,7 @@ from .config import Settings
 from .connection import Connection, Peer, peer_credentials
 from .documents import summarize_for_inbox
 from .engine.generator import Engine
+from .engine.openmp import openmp_runtime
 from .engine.probe import recorded_choice, workers_for
 from .errors import HushError
 from .guard import Guard
@@ -146,6 +147,7 @@ class Server:
             "intra_threads": engine.intra_threads if (engine := self.models.engine) else None,
             "decode_workers": self.scheduler.worker_count,
             "threads_from": self.threads_from,
+            "openmp": openmp_runtime(),
         }
 
     def allowed(self, peer: Peer) -> bool:
@@ -331,8 +333,12 @@ def run(settings: Settings, reload_settings: Callable[[], Settings] | None = Non
     workers = settings.decode_workers or workers_for(intra_threads(first))
     if settings.intra_threads or settings.decode_workers:
         threads_from = "hushd.yaml"
-    elif recorded_choice(first) is not None:
+    elif (recorded := recorded_choice(first)) is not None:
         threads_from = "probe"
+        if recorded.openmp != openmp_runtime():
+            threads_from += (f", measured on the {recorded.openmp} OpenMP runtime, not on "
+                             f"{openmp_runtime()} (run `hush model probe {settings.model}` to "
+                             "measure again)")
     else:
         threads_from = f"default (run `hush model probe {settings.model}` to measure)"
     guard = Guard(settings.policy_dir or settings.config_dir / "policies",

@@ -402,6 +402,7 @@ def _describe(info: ModelInfo) -> str:
 def model_command(socket: Path, args: argparse.Namespace) -> int:
     from hush.daemon.engine import catalog
     from hush.daemon.engine.gguf_import import VocabPruning, import_gguf
+    from hush.daemon.engine.probe import needs_probe
     from hush.daemon.engine.vocab_pruning import read_kept
 
     layout = paths.CacheLayout.default()
@@ -419,10 +420,11 @@ def model_command(socket: Path, args: argparse.Namespace) -> int:
         prune = VocabPruning(args.vocab, corpus) if args.vocab is not None else None
     if args.model_command == "pull":
         name = args.install_as or args.name
-        fresh = not (layout.models / name).exists()
         info = catalog.pull(args.name, layout.models, layout.downloads, _progress,
                             install_as=name, prune=prune)
-        if fresh:
+        # A new model, or one whose thread measurement is missing or was made on another
+        # OpenMP runtime (an upgrade from a Hush that ran on libgomp).
+        if needs_probe(layout.models / name):
             _finish_import(name, layout.models / name)
         print(f"{name}: ready ({_describe(info)})")
     elif args.model_command == "import":

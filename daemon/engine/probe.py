@@ -3,11 +3,12 @@
 Two numbers decide how hushd uses the cores: intra-op threads (how many cores one batch
 uses) and decode workers (CTranslate2 inter_threads: batches decoded at the same time, one
 group of cores each). More intra-op threads are not always faster for one stream: on the
-2-core development machine one thread decoded SmolLM2 at 40 tok/s and two at 25, while two
-workers of one thread each decoded two batches at once. So at import, for each intra-op count
-up to the core count (with as many workers as fit beside it), a short greedy run times one
-stream and then every worker decoding a batch of two at once; the result is recorded next to
-the model and hushd starts with it (`hush status` shows it).
+2-core development machine, with GNU libgomp, one thread decoded SmolLM2 at 40 tok/s and two
+at 25, while two workers of one thread each decoded two batches at once; on LLVM's libomp
+(openmp.py) two threads were the faster. So at import, for each intra-op count up to the core
+count (with as many workers as fit beside it), a short greedy run times one stream and then
+every worker decoding a batch of two at once; the result, and the OpenMP runtime it was
+measured on, is recorded next to the model and hushd starts with it (`hush status` shows it).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import ModelError
+from .openmp import openmp_runtime
 
 PROBE_FILE = "threads.json"
 PROBE_MARGIN = 0.10
@@ -41,6 +43,9 @@ class ThreadChoice:
     aggregate_tokens_per_s: dict[int, float]
     """Every worker decoding a batch of PROBE_BATCH at once, per intra-op thread count."""
     cpu_count: int
+    openmp: str = "gnu"
+    """The OpenMP runtime CTranslate2 ran on while measuring; probes written before Hush
+    recorded it all ran on GNU libgomp."""
 
 
 def available_cores() -> int:
@@ -121,7 +126,8 @@ def probe_threads(model_dir: Path, *, tokens: int = 48, max_threads: int | None 
         one, many = _measure(model_dir, intra, workers_for(intra, cores), tokens)
         single[intra], aggregate[intra] = round(one, 2), round(many, 2)
     intra = choose(single, aggregate)
-    choice = ThreadChoice(intra, workers_for(intra, cores), single, aggregate, cores)
+    choice = ThreadChoice(intra, workers_for(intra, cores), single, aggregate, cores,
+                          openmp_runtime())
     (model_dir / PROBE_FILE).write_text(json.dumps(asdict(choice), indent=2) + "\n",
                                         encoding="utf-8")
     return choice
@@ -139,6 +145,7 @@ def recorded_choice(model_dir: Path) -> ThreadChoice | None:
         aggregate = {int(k): float(v)
                      for k, v in data.get("aggregate_tokens_per_s", {}).items()}
         measured_on = int(data.get("cpu_count", 0))
+        runtime = str(data.get("openmp", "gnu"))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelError(f"{path} is damaged ({exc}); delete it and run "
                          "`hush model probe NAME` to measure again") from None
@@ -146,4 +153,14 @@ def recorded_choice(model_dir: Path) -> ThreadChoice | None:
     # A model directory copied to a smaller machine: never ask for more than it has.
     intra = max(1, min(intra, cores))
     return ThreadChoice(intra, workers_for(intra, cores), single, aggregate,
-                        measured_on or cores)
+                        measured_on or cores, runtime)
+
+
+def needs_probe(model_dir: Path) -> bool:
+    """No usable measurement for this model here: none, a damaged one, or one made on another
+    OpenMP runtime (whose best thread count may differ)."""
+    try:
+        recorded = recorded_choice(model_dir)
+    except ModelError:
+        return True
+    return recorded is None or recorded.openmp != openmp_runtime()

@@ -189,11 +189,18 @@ def build_sysroot(cache: Path) -> Path:
 
 
 def requirements() -> list[str]:
-    """pyproject's dependencies and the test extra, read now so there is no copy to maintain."""
+    """pyproject's dependencies and the test extra, read now so there is no copy to maintain.
+
+    Those whose environment marker excludes aarch64 are left out here: `pip download
+    --platform` would judge the markers by this x86-64 machine."""
+    from packaging.requirements import Requirement
+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     test = [r for r in project["optional-dependencies"]["test"]
             if not r.startswith(SKIPPED_TEST_EXTRAS)]
-    return [*project["dependencies"], *test]
+    target = {"platform_machine": "aarch64"}
+    return [r for r in [*project["dependencies"], *test]
+            if (marker := Requirement(r).marker) is None or marker.evaluate(target)]
 
 
 def _unpack_wheel(wheel: Path, site: Path) -> None:

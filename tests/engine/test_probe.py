@@ -10,7 +10,8 @@ import pytest
 from hush.daemon.client import Client
 from hush.daemon.engine import probe
 from hush.daemon.engine.errors import ModelError
-from hush.daemon.engine.probe import choose, probe_threads, recorded_choice
+from hush.daemon.engine.openmp import openmp_runtime
+from hush.daemon.engine.probe import choose, needs_probe, probe_threads, recorded_choice
 
 from ..conftest import REAL_MODEL, Daemon
 
@@ -49,7 +50,22 @@ def test_probe_measures_the_real_model_and_records_its_choice(model_copy: Path) 
     assert all(v > 0 for v in choice.aggregate_tokens_per_s.values())
     assert choice.intra_threads == choose(choice.tokens_per_s, choice.aggregate_tokens_per_s)
     assert choice.decode_workers == cores // choice.intra_threads
+    assert choice.openmp == openmp_runtime()
     assert recorded_choice(model_copy) == choice
+    assert not needs_probe(model_copy)
+
+
+def test_a_probe_from_another_openmp_runtime_is_measured_again(model_copy: Path) -> None:
+    assert needs_probe(model_copy)  # none yet
+    # Written before Hush recorded the runtime: every such probe ran on GNU libgomp.
+    (model_copy / probe.PROBE_FILE).write_text(json.dumps(
+        {"intra_threads": 1, "decode_workers": 2, "tokens_per_s": {"1": 50.0, "2": 20.0},
+         "cpu_count": 2}))
+    recorded = recorded_choice(model_copy)
+    assert recorded is not None and recorded.openmp == "gnu"
+    assert needs_probe(model_copy) == (openmp_runtime() != "gnu")
+    (model_copy / probe.PROBE_FILE).write_text("{not json")
+    assert needs_probe(model_copy)  # damaged: measuring again rewrites it
 
 
 def test_damaged_probe_file_says_how_to_measure_again(model_copy: Path) -> None:
@@ -74,7 +90,7 @@ async def test_status_shows_the_thread_settings_and_where_they_came_from(
     model_dir = tiny_daemon.cache_dir / "models" / tiny_daemon.model
     (model_dir / probe.PROBE_FILE).write_text(json.dumps(
         {"intra_threads": 1, "decode_workers": 2, "tokens_per_s": {"1": 50.0},
-         "aggregate_tokens_per_s": {"1": 120.0}, "cpu_count": 2}))
+         "aggregate_tokens_per_s": {"1": 120.0}, "cpu_count": 2, "openmp": openmp_runtime()}))
     try:
         tiny_daemon.start()
         async with await Client.connect(tiny_daemon.socket) as client:
@@ -82,5 +98,24 @@ async def test_status_shows_the_thread_settings_and_where_they_came_from(
     finally:
         (model_dir / probe.PROBE_FILE).unlink()
     assert status["threads_from"] == "probe"
+    assert status["openmp"] == openmp_runtime()
     assert status["intra_threads"] == 1
     assert status["decode_workers"] == probe.available_cores()
+
+
+@pytest.mark.skipif(openmp_runtime() != "llvm", reason="runs on the runtime older probes used")
+async def test_status_says_when_the_probe_ran_on_another_openmp_runtime(
+        tiny_daemon: Daemon) -> None:
+    model_dir = tiny_daemon.cache_dir / "models" / tiny_daemon.model
+    (model_dir / probe.PROBE_FILE).write_text(json.dumps(
+        {"intra_threads": 1, "decode_workers": 2, "tokens_per_s": {"1": 50.0},
+         "cpu_count": 2}))
+    try:
+        tiny_daemon.start()
+        async with await Client.connect(tiny_daemon.socket) as client:
+            status = await client.call("status")
+    finally:
+        (model_dir / probe.PROBE_FILE).unlink()
+    assert status["openmp"] == "llvm"
+    assert status["threads_from"].startswith("probe, measured on the gnu OpenMP runtime")
+    assert f"hush model probe {tiny_daemon.model}" in status["threads_from"]
