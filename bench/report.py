@@ -325,6 +325,20 @@ def _prune_table(r: Results) -> str:
                   "bits per byte (own tokens)", "held-out tokens"], rows)
 
 
+def _openmp_table(r: Results) -> str:
+    rows = []
+    for m in r.models:
+        o = common.read_result(f"openmp-{m}")
+        for t, v in sorted((o or {}).get("threads", {}).items()):
+            rows.append([m, t, v["gnu_tok_s"], v["llvm_tok_s"],
+                         rx(ratio(v["llvm_tok_s"], v["gnu_tok_s"])),
+                         "yes" if v["same_greedy_tokens"] else "**no**"])
+    if not rows:
+        return "*not run: `.venv/bin/python -m bench.openmp_bench --model NAME`*"
+    return table(["model", "threads", "libgomp decode tok/s", "libomp decode tok/s",
+                  "libomp / libgomp", "same greedy tokens"], rows)
+
+
 def _gemm_table(r: Results) -> str:
     rows = []
     for m in r.models:
@@ -447,7 +461,7 @@ def write_report(models: Sequence[str]) -> Path:
         copy2=fmt(m.get("copy_bandwidth_gb_s", {}).get("2")),
         goals=_goals(r), engine=_engine_tables(r), batch=_batch_table(r),
         daemon=_daemon_tables(r), system=_system_prompt_table(r), summary=_summary_table(r),
-        prune=_prune_table(r), gemm=_gemm_table(r), noise=_noise(r),
+        prune=_prune_table(r), gemm=_gemm_table(r), openmp=_openmp_table(r), noise=_noise(r),
         bandwidth=_bandwidth_table(r), store=_store_policy(r),
     )
     for name in ("decode.png", "prefill.png", "concurrency.png", "memory.png", "bandwidth.png"):

@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--models", help="comma-separated catalog names (default: the three "
                         "small ones; add qwen2.5-coder-1.5b to include it)")
     parser.add_argument("--skip", default="",
-                        help="comma-separated: engine,daemon,prune,gemm,store,policy")
+                        help="comma-separated: engine,daemon,prune,openmp,gemm,store,policy")
     parser.add_argument("--no-llama", action="store_true", help="no llama.cpp reference")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
@@ -108,6 +108,11 @@ def main() -> None:
                            str(PRUNE_SIZES[model.name]), "--tokens", str(model.tokens),
                            "--repeat", str(model.repeat), *extra):
                     failed.append(f"prune {model.name}")
+            if "openmp" not in skip and not run(
+                "openmp_bench", "--model", model.name, "--tokens", str(model.tokens),
+                "--repeat", str(model.repeat),
+            ):
+                failed.append(f"openmp {model.name}")
             if "gemm" not in skip and not run("gemm_probe", "--model", model.name):
                 failed.append(f"gemm {model.name}")
         if "store" not in skip and not run_script("store_bench.py"):
