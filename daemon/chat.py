@@ -12,12 +12,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .engine.generator import GenerationOptions
 from .errors import HushError
-from .guard import notice
+from .guard import policy_event
 from .policy import CompiledPolicy, Finding, Pseudonyms
 from .protocol import ChatParams, DoneEvent
 from .scheduler import GenerationStats
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hushd.chat")
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Send = Callable[[Mapping[str, Any]], Awaitable[None]]
 
 
 class Blocked(HushError):
@@ -55,15 +55,11 @@ class ChatTurn:
         self.policy: CompiledPolicy = server.guard.for_uid(uid)
         self.findings: list[Finding] = []
 
-    async def policy_event(self, direction: str, findings: tuple[Finding, ...],
-                           warnings: tuple[str, ...] = ()) -> None:
+    async def report_policy(self, direction: str, findings: tuple[Finding, ...],
+                            warnings: tuple[str, ...] = ()) -> None:
         self.findings.extend(findings)
-        text = notice(findings, direction)
-        if text or warnings:
-            await self.send({"type": "policy", "id": self.request_id, "direction": direction,
-                             "notice": text, "warnings": list(warnings),
-                             "findings": [{"detector": f.detector, "action": f.action,
-                                           "count": f.count} for f in findings]})
+        if (event := policy_event(self.request_id, direction, findings, warnings)) is not None:
+            await self.send(event)
 
     async def run(self) -> DoneEvent:
         policy, params, history = self.policy, self.params, self.server.history
@@ -86,7 +82,7 @@ class ChatTurn:
                     past.append({"role": m.role, "content": seen.text})
 
         decision = policy.apply("input", params.message, pseudonyms=pseudonyms)
-        await self.policy_event("input", decision.findings, decision.warnings)
+        await self.report_policy("input", decision.findings, decision.warnings)
         if decision.blocked:
             self._audit()
             raise Blocked(decision.block_message or "this message is blocked by the policy")
@@ -103,7 +99,7 @@ class ChatTurn:
         messages = [{"role": "system", "content": system}, *past,
                     {"role": "user", "content": decision.text}]
         answer, stats, redactor = await self.generate(messages, pseudonyms)
-        await self.policy_event("output", redactor.decision().findings)
+        await self.report_policy("output", redactor.decision().findings)
         if keep and cid is not None and answer:
             stored = policy.apply("storage", answer)
             self.findings.extend(stored.findings)

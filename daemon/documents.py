@@ -14,13 +14,13 @@ import binascii
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import HushError
-from .guard import notice
+from .guard import policy_event
 from .protocol import SummarizeParams
 from .store import Store
 from .summarize import SUPPORTED_TYPES, Progress, Summarizer, SummaryCancelled, extract_text
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hushd.documents")
 
-Send = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
+Send = Callable[[Mapping[str, Any]], Coroutine[Any, Any, None]]
 
 
 @dataclass
@@ -108,11 +108,8 @@ async def summarize(server: Server, uid: int, request_id: str, upload: Upload,
                                        media_type=upload.media_type)
     decision = policy.apply("documents", document.text)
     server.guard.record(decision.findings, request_id=request_id, policy=policy, uid=uid)
-    if decision.findings:
-        await send({"type": "policy", "id": request_id, "direction": "documents",
-                    "notice": notice(decision.findings, "documents"), "warnings": [],
-                    "findings": [{"detector": f.detector, "action": f.action,
-                                  "count": f.count} for f in decision.findings]})
+    if (event := policy_event(request_id, "documents", decision.findings)) is not None:
+        await send(event)
     if decision.blocked:
         raise HushError(decision.block_message or "the policy blocks this document",
                         code="blocked")
@@ -170,5 +167,5 @@ def summarize_for_inbox(server: Server, loop: asyncio.AbstractEventLoop
     return summarize_bytes
 
 
-async def _drop(_event: dict[str, Any]) -> None:
+async def _drop(_event: Mapping[str, Any]) -> None:
     """The inbox has no client to tell about progress."""

@@ -23,6 +23,7 @@ from .policy import (
     install_network_guard,
     load_policy_set,
 )
+from .protocol import PolicyEvent
 
 log = logging.getLogger("hushd.policy")
 
@@ -107,6 +108,19 @@ def notice(findings: tuple[Finding, ...] | list[Finding], direction: str) -> str
              "storage": "before storing", "documents": "in the document",
              "export": "in the export"}.get(direction, "")
     return f"{', '.join(parts)} {where}".strip()
+
+
+def policy_event(request_id: str, direction: str, findings: tuple[Finding, ...] | list[Finding],
+                 warnings: tuple[str, ...] = ()) -> PolicyEvent | None:
+    """The `policy` event telling a client what the policy did to its text, in counts; None
+    when there is nothing to tell."""
+    text = notice(findings, direction)
+    if not text and not warnings:
+        return None
+    return {"type": "policy", "id": request_id, "direction": direction, "notice": text,
+            "warnings": list(warnings),
+            "findings": [{"detector": f.detector, "action": f.action, "count": f.count}
+                         for f in findings]}
 
 
 async def load_guard(policy_dir: Path, audit_path: Path) -> Guard:
