@@ -2,12 +2,12 @@
 
 The CTranslate2 wheel for x86-64 brings GNU libgomp, and decoding one sequence on two intra-op
 threads with it is slower than on one: every token is a few hundred small parallel regions,
-and libgomp's barrier costs more than the work it splits (SmolLM2 here: 53 tok/s on one
-thread, 16-23 on two; its wait-policy settings reach 30). LLVM's libomp implements libgomp's
-ABI (the GOMP_* entry points), and a library loaded with RTLD_GLOBAL before CTranslate2 comes
-first when CTranslate2's own references are bound, so its parallel regions, and those of the
-oneDNN/MKL kernels inside it, run on libomp: 72-83 tok/s on two threads, the same greedy
-tokens. libomp comes from the `cmeel-libomp` wheel (x86-64 only); on a machine without it,
+and libgomp's barrier costs more than the work it splits (SmolLM2 on the 2-core development
+machine: 55 tok/s on one thread, 27 on two; libgomp's wait-policy settings reached 30). LLVM's
+libomp implements libgomp's ABI (the GOMP_* entry points), and a library loaded with
+RTLD_GLOBAL before CTranslate2 comes first when CTranslate2's own references are bound, so its
+parallel regions, and those of the oneDNN/MKL kernels inside it, run on libomp: 91 tok/s on
+two threads, the same greedy tokens (bench/openmp_bench.py). libomp comes from the `cmeel-libomp` wheel (x86-64 only); on a machine without it,
 or with HUSH_OPENMP=gnu, CTranslate2 keeps libgomp.
 
 This must run before anything loads CTranslate2: `hush.daemon.engine` calls it on import.

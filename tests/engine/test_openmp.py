@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REAL_MODEL
+from ..conftest import REAL_MODEL
 
 pytestmark = pytest.mark.skipif(platform.machine() != "x86_64",
                                 reason="cmeel-libomp is installed on x86-64 only")
