@@ -7,8 +7,9 @@ machine: 55 tok/s on one thread, 27 on two; libgomp's wait-policy settings reach
 libomp implements libgomp's ABI (the GOMP_* entry points), and a library loaded with
 RTLD_GLOBAL before CTranslate2 comes first when CTranslate2's own references are bound, so its
 parallel regions, and those of the oneDNN/MKL kernels inside it, run on libomp: 91 tok/s on
-two threads, the same greedy tokens (bench/openmp_bench.py). libomp comes from the `cmeel-libomp` wheel (x86-64 only); on a machine without it,
-or with HUSH_OPENMP=gnu, CTranslate2 keeps libgomp.
+two threads, the same greedy tokens (bench/openmp_bench.py). libomp comes from the
+`cmeel-libomp` wheel (x86-64 only); on a machine without it, or with HUSH_OPENMP=gnu,
+CTranslate2 keeps libgomp.
 
 This must run before anything loads CTranslate2: `hush.daemon.engine` calls it on import.
 """
