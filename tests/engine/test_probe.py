@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,18 +86,24 @@ def test_probe_file_from_a_bigger_machine_is_fitted_to_this_one(model_copy: Path
     assert choice.aggregate_tokens_per_s == {}
 
 
-async def test_status_shows_the_thread_settings_and_where_they_came_from(
-        tiny_daemon: Daemon) -> None:
-    model_dir = tiny_daemon.cache_dir / "models" / tiny_daemon.model
-    (model_dir / probe.PROBE_FILE).write_text(json.dumps(
-        {"intra_threads": 1, "decode_workers": 2, "tokens_per_s": {"1": 50.0},
-         "aggregate_tokens_per_s": {"1": 120.0}, "cpu_count": 2, "openmp": openmp_runtime()}))
+async def _status_with_probe_file(daemon: Daemon, recorded: dict[str, Any]) -> dict[str, Any]:
+    """Start the daemon with `recorded` as its model's threads.json; its `status` answer."""
+    model_dir = daemon.cache_dir / "models" / daemon.model
+    (model_dir / probe.PROBE_FILE).write_text(json.dumps(recorded))
     try:
-        tiny_daemon.start()
-        async with await Client.connect(tiny_daemon.socket) as client:
-            status = await client.call("status")
+        daemon.start()
+        async with await Client.connect(daemon.socket) as client:
+            status: dict[str, Any] = await client.call("status")
     finally:
         (model_dir / probe.PROBE_FILE).unlink()
+    return status
+
+
+async def test_status_shows_the_thread_settings_and_where_they_came_from(
+        tiny_daemon: Daemon) -> None:
+    status = await _status_with_probe_file(tiny_daemon, {
+        "intra_threads": 1, "decode_workers": 2, "tokens_per_s": {"1": 50.0},
+        "aggregate_tokens_per_s": {"1": 120.0}, "cpu_count": 2, "openmp": openmp_runtime()})
     assert status["threads_from"] == "probe"
     assert status["openmp"] == openmp_runtime()
     assert status["intra_threads"] == 1
@@ -106,16 +113,9 @@ async def test_status_shows_the_thread_settings_and_where_they_came_from(
 @pytest.mark.skipif(openmp_runtime() != "llvm", reason="runs on the runtime older probes used")
 async def test_status_says_when_the_probe_ran_on_another_openmp_runtime(
         tiny_daemon: Daemon) -> None:
-    model_dir = tiny_daemon.cache_dir / "models" / tiny_daemon.model
-    (model_dir / probe.PROBE_FILE).write_text(json.dumps(
-        {"intra_threads": 1, "decode_workers": 2, "tokens_per_s": {"1": 50.0},
-         "cpu_count": 2}))
-    try:
-        tiny_daemon.start()
-        async with await Client.connect(tiny_daemon.socket) as client:
-            status = await client.call("status")
-    finally:
-        (model_dir / probe.PROBE_FILE).unlink()
+    # Written before Hush recorded the runtime: every such probe ran on GNU libgomp.
+    status = await _status_with_probe_file(tiny_daemon, {
+        "intra_threads": 1, "decode_workers": 2, "tokens_per_s": {"1": 50.0}, "cpu_count": 2})
     assert status["openmp"] == "llvm"
     assert status["threads_from"].startswith("probe, measured on the gnu OpenMP runtime")
     assert f"hush model probe {tiny_daemon.model}" in status["threads_from"]
