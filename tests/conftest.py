@@ -111,6 +111,8 @@ class Daemon:
     log_path: Path
     extra_args: list[str] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
+    program: list[str] = field(default_factory=lambda: [sys.executable, "-m", "hush.daemon"])
+    """How hushd is started: from the test environment, or an installed console script."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -126,7 +128,7 @@ class Daemon:
         return env
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "hush.daemon", "--model", self.model, *self.extra_args]
+        return [*self.program, "--model", self.model, *self.extra_args]
 
     def start(self, *, wait: bool = True) -> Daemon:
         log = self.log_path.open("ab")
