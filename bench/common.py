@@ -186,16 +186,24 @@ def weight_bytes_per_token(gguf_path: Path) -> dict[str, float]:
                 [int(d) for d in (tensors.get("output.weight") or embd).shape])) / 1e6}
 
 
+_ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "asimd",
+              "asimddp")
+
+
 def machine() -> dict[str, Any]:
-    model = ""
+    """The CPU every report is measured on: vendor, model and the ISA extensions that pick
+    CTranslate2's and llama.cpp's kernels."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return {"cpu": model, "cores": len(os.sched_getaffinity(0)),
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    return {"cpu": fields.get("model name", ""), "vendor": fields.get("vendor_id", ""),
+            "isa": [f for f in _ISA_FLAGS if f in flags],
+            "cores": len(os.sched_getaffinity(0)),
             "python": platform.python_version(), "machine": platform.machine(),
             "load_avg_at_start": os.getloadavg()}
 

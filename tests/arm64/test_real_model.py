@@ -19,6 +19,7 @@ from hush.daemon.engine.gguf_import import import_gguf
 from hush.daemon.engine.model_info import ModelInfo
 
 from ..conftest import REAL_MODEL, Daemon, _daemon
+from ..quiz import daemon_quiz, passes
 
 pytestmark = pytest.mark.skipif(
     platform.machine() != "aarch64", reason="arm64 only: `make test-arm64` runs it under qemu"
@@ -56,4 +57,7 @@ def test_hush_ask_answers_on_arm64(arm64_daemon: Daemon) -> None:
     asked = arm64_daemon.hush("ask", "--max-tokens", "24", "What is the capital of France?",
                               timeout=300)
     assert asked.returncode == 0, asked.stderr
-    assert "Paris" in asked.stdout
+    assert asked.stdout.strip()
+    # NEON kernels are one more numeric path: judged on the easy set, like the x86 ones.
+    wrong = daemon_quiz(arm64_daemon.socket)
+    assert passes(wrong), wrong

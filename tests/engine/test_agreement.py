@@ -21,8 +21,11 @@ from hush.daemon import paths
 from hush.daemon.engine import catalog
 from hush.daemon.engine.generator import Engine, GenerationOptions
 from hush.daemon.engine.gguf_import import import_gguf
+from hush.daemon.engine.quiz import ask_all
 from hush.daemon.engine.reference import ReferenceModel
 from hush.daemon.engine.smoothing import SMOOTHED_QUANTIZATIONS
+
+from ..quiz import PASS_MARK, easy_questions
 
 F64 = npt.NDArray[np.float64]
 PASSAGES_FILE = Path(__file__).parent / "data" / "agreement_passages.txt"
@@ -154,13 +157,12 @@ def test_smoothing_computes_the_same_function(smollm2: Imports) -> None:
     assert (a.argmax(-1) == b.argmax(-1)).mean() >= FLOAT32_THRESHOLD
 
 
-def test_smoothed_int8_knows_paris_with_the_default_system_prompt(smollm2: Imports) -> None:
+def test_smoothed_int8_answers_with_the_default_system_prompt(smollm2: Imports) -> None:
     # SmolLM2's template adds "You are a helpful AI assistant named SmolLM, trained by Hugging
     # Face" when no system message is given; unsmoothed int8 answered that with nonsense.
-    engine = smollm2.engine("int8")
-    messages = [{"role": "user", "content": "What is the capital of France?"}]
-    text = "".join(engine.stream(engine.prompt_ids(messages), GenerationOptions(max_tokens=24)))
-    assert "Paris" in text
+    answers = ask_all(smollm2.engine("int8"), easy_questions(), GenerationOptions(max_tokens=32),
+                      system=None)
+    assert sum(a.right for a in answers) >= PASS_MARK, [a.text for a in answers]
 
 
 MODELS = ("qwen2.5-coder-0.5b", "gemma3-270m")

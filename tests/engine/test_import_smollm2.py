@@ -14,6 +14,9 @@ from hush.daemon.engine.errors import ModelError
 from hush.daemon.engine.generator import Engine, GenerationOptions
 from hush.daemon.engine.gguf_import import import_gguf
 from hush.daemon.engine.model_info import ModelInfo
+from hush.daemon.engine.quiz import ask_all
+
+from ..quiz import PASS_MARK, easy_questions
 
 
 @pytest.fixture(scope="module")
@@ -63,18 +66,21 @@ def test_tokenizer_matches_reference_ids(engine: Engine) -> None:
 
 
 @pytest.mark.parametrize("system", ["You are a helpful assistant.", None])
-def test_greedy_answer_knows_paris(engine: Engine, system: str | None) -> None:
+def test_greedy_answers_the_easy_questions(engine: Engine, system: str | None) -> None:
     # None: the template's own default system prompt. Without SmoothQuant-style smoothing at
-    # import, int8 answered that one with "L'Étoile, la Marseillaise, ..." (activation
-    # quantization error); float32 and the smoothed int8 import both say Paris.
+    # import, int8 answered "What is the capital of France?" there with "L'Étoile, la
+    # Marseillaise, ..." (activation quantization error).
+    answers = ask_all(engine, easy_questions(), GenerationOptions(max_tokens=32), system=system)
+    assert sum(a.right for a in answers) >= PASS_MARK, [a.text for a in answers]
+    # Short answers end on the end-of-turn token, not on the token budget.
+    assert sum(a.finish_reason == "stop" for a in answers) >= PASS_MARK
+
+
+def test_generation_reports_its_counts(engine: Engine) -> None:
     messages = [{"role": "user", "content": "What is the capital of France?"}]
-    if system is not None:
-        messages.insert(0, {"role": "system", "content": system})
-    generation = engine.stream(engine.prompt_ids(messages), GenerationOptions(max_tokens=32))
-    text = "".join(generation)
-    assert "Paris" in text
-    assert generation.finish_reason == "stop"
-    assert 0 < generation.completion_tokens < 32
+    generation = engine.stream(engine.prompt_ids(messages), GenerationOptions(max_tokens=8))
+    assert "".join(generation)
+    assert 0 < generation.completion_tokens <= 8
     assert generation.prompt_tokens == len(engine.prompt_ids(messages))
     assert generation.first_token_time is not None
 
@@ -128,18 +134,18 @@ def test_cancel_from_another_thread(engine: Engine) -> None:
     assert generation.completion_tokens < 400
 
 
-def test_cached_system_prompt_gives_the_same_answer(engine: Engine) -> None:
-    from hush.daemon.engine.generator import Job
-
+def test_cached_system_prompt_answers_as_well_as_the_whole_prompt(engine: Engine) -> None:
+    # Cached, the prompt is two forwards (prefix, then the rest) instead of one: a different
+    # rounding, which can flip a borderline greedy token but must not cost answers.
     system = "You are a careful assistant for a small clinic. Answer briefly. " * 6
     prompt = engine.fit_prompt([{"role": "system", "content": system},
                                 {"role": "user", "content": "What is the capital of France?"}],
                                max_tokens=32)
     assert 0 < prompt.static < len(prompt.ids)  # the system prompt is a cacheable prefix
-    texts = []
-    for static in (0, prompt.static, prompt.static):  # uncached, caching, from the cache
-        out: list[str] = []
-        engine.generate([Job(engine, prompt.ids, GenerationOptions(max_tokens=16), out.append,
-                             static=static)])
-        texts.append("".join(out))
-    assert texts[0] and texts[0] == texts[1] == texts[2]
+    options = GenerationOptions(max_tokens=32)
+    whole = ask_all(engine, easy_questions(), options, system=system, cache_prefix=False)
+    cached = ask_all(engine, easy_questions(), options, system=system)  # writes, then reads
+    again = ask_all(engine, easy_questions(), options, system=system)  # reads only
+    assert [a.text for a in again] == [a.text for a in cached]
+    for answers in (whole, cached):
+        assert sum(a.right for a in answers) >= PASS_MARK, [a.text for a in answers]

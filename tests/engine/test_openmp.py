@@ -60,8 +60,10 @@ def test_ctranslate2_runs_on_libomp_and_answers_as_on_libgomp(model_dir: Path) -
     assert "KMP_SETTINGS" in llvm_err  # libomp was called, by CTranslate2
     assert gnu["runtime"] == "gnu" and not gnu["libomp_mapped"]
     assert "KMP_SETTINGS" not in gnu_err
-    assert "Paris" in str(llvm["text"])
-    assert llvm["text"] == gnu["text"]  # greedy: the runtime changes speed, not answers
+    assert str(llvm["text"]).strip()
+    # Greedy, same kernels, same split of the work: the runtime changes speed, not answers.
+    # (Whether those answers are right, on each runtime, is test_fast_paths.py's question.)
+    assert llvm["text"] == gnu["text"]
 
 
 def test_too_late_to_switch_is_reported_honestly(model_dir: Path) -> None:

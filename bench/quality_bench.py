@@ -1,0 +1,120 @@
+"""Answer quality per model and per fast path: the held-out quiz (bench/data/quiz.json).
+
+Every CPU code path hushd can take (CTranslate2's AVX2 or AVX-512 kernels, LLVM's or GNU's
+OpenMP, MKL packed weights or not, 1 or 2 intra-op threads, the cached system-prompt prefix or
+the whole prompt, a sequence alone or inside a batch of 4) is measured in a fresh process,
+one setting changed at a time from hushd's defaults, so the figures sit side by side from one
+run. Repetition penalties are compared on the same quiz with long answers: an answer loops
+when some 6-word run occurs three times in it.
+
+    python -m bench.quality_bench --models smollm2-135m,qwen2.5-coder-0.5b
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from . import common
+
+QUIZ = common.BENCH / "data" / "quiz.json"
+
+# One setting changed at a time from the baseline; env is added to the child's environment.
+PATHS: dict[str, dict[str, Any]] = {
+    "baseline": {},
+    "isa=AVX2": {"env": {"CT2_FORCE_CPU_ISA": "AVX2"}},
+    "isa=AVX512": {"env": {"CT2_FORCE_CPU_ISA": "AVX512"}},
+    "openmp=gnu": {"env": {"HUSH_OPENMP": "gnu"}},
+    "packed_gemm=off": {"env": {"CT2_PACKED_GEMM": "0"}},
+    "threads=1": {"threads": 1},
+    "no_prefix_cache": {"cache_prefix": False},
+    "batch=4": {"batch": 4},
+}
+PENALTIES = (1.0, 1.1, 1.2)
+
+
+def loops(text: str, n: int = 6, times: int = 3) -> bool:
+    words = re.findall(r"\w+", text.lower())
+    runs = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    return any(count >= times for count in runs.values())
+
+
+def run(model_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    """One quiz in a fresh process (hush.daemon.engine.quiz), with the path's settings."""
+    env = dict(os.environ, **spec.get("env", {}))
+    cmd = [sys.executable, "-m", "hush.daemon.engine.quiz", str(model_dir), str(QUIZ),
+           "--threads", str(spec.get("threads", 2)), "--batch", str(spec.get("batch", 1)),
+           "--max-tokens", str(spec["max_tokens"]),
+           "--repetition-penalty", str(spec.get("penalty", 1.0))]
+    if not spec.get("cache_prefix", True):
+        cmd.append("--no-prefix-cache")
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=common.ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"quiz child failed for {spec}:\n{done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["looping"] = sum(loops(text) for text in result.pop("answers"))
+    return result
+
+
+def measure_model(name: str, models_dir: Path, paths: list[str], penalties: bool,
+                  float32_dir: Path | None) -> dict[str, Any]:
+    model_dir = models_dir / name
+    out: dict[str, Any] = {"paths": {}, "penalties": {}}
+    for path in paths:
+        result = run(model_dir, {**PATHS[path], "max_tokens": 48})
+        out["paths"][path] = result
+        print(f"  {name} {path}: {result['right']}/{result['questions']} right, "
+              f"{result['seconds']} s", flush=True)
+    if float32_dir is not None:
+        result = run(float32_dir, {"max_tokens": 48})
+        out["paths"]["float32"] = result
+        print(f"  {name} float32: {result['right']}/{result['questions']} right", flush=True)
+    if penalties:
+        for penalty in PENALTIES:
+            result = run(model_dir, {"max_tokens": 160, "penalty": penalty})
+            out["penalties"][str(penalty)] = result
+            print(f"  {name} repetition_penalty {penalty}: {result['right']}/"
+                  f"{result['questions']} right, {result['looping']} looping", flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="smollm2-135m")
+    parser.add_argument("--paths", default=",".join(PATHS))
+    parser.add_argument("--no-penalties", action="store_true")
+    parser.add_argument("--float32", action="store_true",
+                        help="also import each model as float32 (into a temporary directory)")
+    args = parser.parse_args()
+    import tempfile
+
+    from hush.daemon.engine import catalog
+    from hush.daemon.engine.gguf_import import import_gguf
+    from hush.daemon.paths import CacheLayout
+
+    layout = CacheLayout.default()
+    result: dict[str, Any] = {"machine": common.machine(), "quiz": str(QUIZ.name),
+                              "models": {}}
+    for name in [m for m in args.models.split(",") if m]:
+        catalog.pull(name, layout.models, layout.downloads)
+        with tempfile.TemporaryDirectory(prefix="hush-f32-") as tmp:
+            float32_dir = None
+            if args.float32:
+                float32_dir = Path(tmp) / name
+                import_gguf(catalog.fetch_gguf(name, layout.downloads), float32_dir,
+                            quantization="float32")
+            result["models"][name] = measure_model(
+                name, layout.models, [p for p in args.paths.split(",") if p],
+                not args.no_penalties, float32_dir)
+    print(f"results: {common.write_result('quality', result)}")
+
+
+if __name__ == "__main__":
+    main()
