@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -40,26 +38,21 @@ PATHS: dict[str, dict[str, Any]] = {
 PENALTIES = (1.0, 1.1, 1.2)
 
 
-def loops(text: str, n: int = 6, times: int = 3) -> bool:
-    words = re.findall(r"\w+", text.lower())
-    runs = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
-    return any(count >= times for count in runs.values())
-
-
 def run(model_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
     """One quiz in a fresh process (hush.daemon.engine.quiz), with the path's settings."""
     env = dict(os.environ, **spec.get("env", {}))
     cmd = [sys.executable, "-m", "hush.daemon.engine.quiz", str(model_dir), str(QUIZ),
            "--threads", str(spec.get("threads", 2)), "--batch", str(spec.get("batch", 1)),
-           "--max-tokens", str(spec["max_tokens"]),
-           "--repetition-penalty", str(spec.get("penalty", 1.0))]
+           "--max-tokens", str(spec["max_tokens"])]
+    if "penalty" in spec:
+        cmd += ["--repetition-penalty", str(spec["penalty"])]
     if not spec.get("cache_prefix", True):
         cmd.append("--no-prefix-cache")
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=common.ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"quiz child failed for {spec}:\n{done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    result["looping"] = sum(loops(text) for text in result.pop("answers"))
+    del result["answers"]
     return result
 
 

@@ -131,6 +131,8 @@ class ChatTurn:
     async def generate(self, messages: list[dict[str, str]], pseudonyms: Pseudonyms
                        ) -> tuple[str, GenerationStats, Any]:
         fields = self.params.options.model_dump()
+        if fields["repetition_penalty"] is None:  # else the model's own default (Engine)
+            fields["repetition_penalty"] = self.server.settings.repetition_penalty
         options = GenerationOptions(**{**fields, "stop": tuple(fields["stop"])})
         stats = GenerationStats()
         redactor = self.policy.stream("output", pseudonyms=pseudonyms)

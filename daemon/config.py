@@ -76,6 +76,9 @@ class Settings(BaseModel):
     """Most sequences decoded together in one batch."""
     system_prompt: str = "You are a helpful assistant."
     """Used when a request names none. Small models answer best with a short, plain one."""
+    repetition_penalty: float | None = Field(default=None, gt=0)
+    """For requests that set none; None uses each model's measured default (`hush model
+    list`). 1.0 turns the penalty off."""
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     """How long SIGTERM lets in-flight generations finish before they are cancelled."""
     inbox_dir: Path | None = None

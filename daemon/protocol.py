@@ -51,7 +51,8 @@ class GenerationParams(_Strict):
     temperature: float = Field(default=0.0, ge=0.0, le=5.0)
     top_k: int = Field(default=0, ge=0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    repetition_penalty: float = Field(default=1.0, gt=0.0)
+    repetition_penalty: float | None = Field(default=None, gt=0.0)
+    """None: hushd.yaml's `repetition_penalty`, else the model's measured default."""
     seed: int | None = None
     stop: list[str] = Field(default_factory=list, max_length=8)
 

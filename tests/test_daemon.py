@@ -253,3 +253,17 @@ def test_peer_in_an_allowed_supplementary_group_gets_in(tiny_daemon: Daemon) -> 
     tiny_daemon.start()
     answer = _hello_as_nobody(tiny_daemon, [4242])  # 4242 only as a supplementary group
     assert answer.get("type") == "hello", answer
+
+
+def test_repetition_penalty_from_the_request_else_hushd_yaml(tiny_daemon: Daemon) -> None:
+    (tiny_daemon.config_dir / "hushd.yaml").write_text("repetition_penalty: 1.0\n")
+    tiny_daemon.start()
+
+    def ask(*options: str) -> str:
+        result = tiny_daemon.hush("ask", "--max-tokens", "40", *options, "hello there")
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    configured = ask()
+    assert configured == ask("--repetition-penalty", "1.0")
+    assert configured != ask("--repetition-penalty", "2.0")

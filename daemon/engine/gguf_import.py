@@ -122,12 +122,13 @@ class VocabPruning:
 
 def import_gguf(
     gguf_path: Path, dest: Path, *, quantization: str = "int8", smooth: bool | None = None,
-    prune: VocabPruning | None = None,
+    prune: VocabPruning | None = None, repetition_penalty: float | None = None,
 ) -> ModelInfo:
     """Convert a GGUF model to a Hush model directory at `dest` (which must not exist).
 
     smooth: SmoothQuant rescaling (smoothing.py); None means on for int8 quantizations.
     prune: a smaller vocabulary, for faster decoding at some cost in quality.
+    repetition_penalty: the model's measured default, recorded in hush-model.json.
     """
     gguf_path, dest = Path(gguf_path), Path(dest)
     if quantization not in QUANTIZATIONS:
@@ -141,7 +142,7 @@ def import_gguf(
     source = _GGUF(gguf_path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.importing-", dir=dest.parent))
     try:
-        info = _convert(source, tmp, quantization, smooth, prune)
+        info = _convert(source, tmp, quantization, smooth, prune, repetition_penalty)
         if dest.exists():
             raise ModelError(f"{dest} appeared while importing; remove it and import again.")
         os.rename(tmp, dest)
@@ -152,7 +153,7 @@ def import_gguf(
 
 
 def _convert(source: _GGUF, out: Path, quantization: str, smooth: bool | None,
-             prune: VocabPruning | None) -> ModelInfo:
+             prune: VocabPruning | None, repetition_penalty: float | None) -> ModelInfo:
     arch = str(source.require("general.architecture"))
     if arch not in SUPPORTED_ARCHITECTURES:
         raise UnsupportedModelError(
@@ -229,6 +230,7 @@ def _convert(source: _GGUF, out: Path, quantization: str, smooth: bool | None,
         add_bos=bool(source.get("tokenizer.ggml.add_bos_token", arch == "llama" and bos)),
         source_sha256=_sha256(source.path),
         pruned_from=None if kept is None else len(vocab.tokens),
+        repetition_penalty=repetition_penalty,
     )
     info.save(out)
     return info

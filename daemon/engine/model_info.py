@@ -35,6 +35,9 @@ class ModelInfo:
     source_sha256: str
     pruned_from: int | None = None
     """The vocabulary size before pruning at import; None for a model with all of it."""
+    repetition_penalty: float | None = None
+    """The measured default for requests that set none (the catalog's); None: the engine's
+    general default."""
     format_version: int = FORMAT_VERSION
     path: Path | None = field(default=None, compare=False)
 
@@ -82,7 +85,7 @@ class ModelInfo:
             raise ValueError(
                 f"format_version is {version!r}, this version of Hush reads {FORMAT_VERSION}"
             )
-        known = {f.name for f in fields(cls)} - {"path", "pruned_from"}
+        known = {f.name for f in fields(cls)} - {"path", "pruned_from", "repetition_penalty"}
         missing = known - data.keys() - {"format_version"}
         if missing:
             raise KeyError(f"missing fields: {', '.join(sorted(missing))}")
@@ -99,6 +102,7 @@ class ModelInfo:
             source_sha256=_typed(data, "source_sha256", str),
             # Written only by importers that can prune; older files mean "not pruned".
             pruned_from=_typed(data, "pruned_from", int) if data.get("pruned_from") else None,
+            repetition_penalty=_optional_positive(data, "repetition_penalty"),
             format_version=version,
             path=model_dir,
         )
@@ -125,3 +129,13 @@ def _str_list(data: dict[str, Any], key: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise TypeError(f"{key} must be a list of strings")
     return value
+
+
+def _optional_positive(data: dict[str, Any], key: str) -> float | None:
+    # Optional: files written before Hush recorded it mean "the general default".
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise TypeError(f"{key} must be a positive number or null")
+    return float(value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,17 @@ class Answer:
     @property
     def right(self) -> bool:
         return self.question.is_right(self.text)
+
+    @property
+    def loops(self) -> bool:
+        return loops(self.text)
+
+
+def loops(text: str, n: int = 6, times: int = 3) -> bool:
+    """Whether some run of `n` words occurs `times` times: a greedy answer stuck repeating."""
+    words = re.findall(r"\w+", text.lower())
+    runs = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    return any(count >= times for count in runs.values())
 
 
 def load_questions(path: Path) -> list[Question]:
@@ -88,7 +100,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--no-prefix-cache", action="store_true")
     parser.add_argument("--max-tokens", type=int, default=48)
-    parser.add_argument("--repetition-penalty", type=float, default=1.0)
+    parser.add_argument("--repetition-penalty", type=float, default=None,
+                        help="default: the model's own")
     args = parser.parse_args(argv)
     engine = Engine.load(args.model_dir, intra_threads=args.threads)
     try:
@@ -107,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "right": sum(a.right for a in answers),
         "questions": len(answers),
         "wrong": [a.question.text for a in answers if not a.right],
+        "looping": sum(a.loops for a in answers),
         "answers": [a.text for a in answers],
         "finish_reasons": [a.finish_reason for a in answers],
         "seconds": round(seconds, 1),

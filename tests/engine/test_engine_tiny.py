@@ -138,3 +138,23 @@ def test_completion_mode_without_template() -> None:
         {"role": "user", "content": "Once upon a time"},
     ]
     assert plain_prompt(messages) == "Be brief.\n\nOnce upon a time"
+
+
+def test_requests_without_a_repetition_penalty_get_the_models(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from hush.daemon.engine.generator import DEFAULT_REPETITION_PENALTY, Job
+    from hush.daemon.engine.model_info import ModelInfo
+
+    model = build_tiny_model(tmp_path / "tiny")
+    engine = Engine.load(model)
+    ids = engine.prompt_ids([{"role": "user", "content": "hi"}])
+    assert Job(engine, ids, GenerationOptions(), print).options.repetition_penalty == (
+        DEFAULT_REPETITION_PENALTY)  # nothing recorded at import: the general default
+    chosen = Job(engine, ids, GenerationOptions(repetition_penalty=1.0), print)
+    assert chosen.options.repetition_penalty == 1.0
+    engine.close()
+    replace(ModelInfo.load(model), repetition_penalty=1.3).save(model)
+    measured = Engine.load(model)
+    assert Job(measured, ids, GenerationOptions(), print).options.repetition_penalty == 1.3
+    measured.close()

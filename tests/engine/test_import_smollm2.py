@@ -14,7 +14,7 @@ from hush.daemon.engine.errors import ModelError
 from hush.daemon.engine.generator import Engine, GenerationOptions
 from hush.daemon.engine.gguf_import import import_gguf
 from hush.daemon.engine.model_info import ModelInfo
-from hush.daemon.engine.quiz import ask_all
+from hush.daemon.engine.quiz import ask_all, load_questions
 
 from ..quiz import PASS_MARK, easy_questions
 
@@ -74,6 +74,16 @@ def test_greedy_answers_the_easy_questions(engine: Engine, system: str | None) -
     assert sum(a.right for a in answers) >= PASS_MARK, [a.text for a in answers]
     # Short answers end on the end-of-turn token, not on the token budget.
     assert sum(a.finish_reason == "stop" for a in answers) >= PASS_MARK
+
+
+def test_default_repetition_penalty_stops_greedy_loops(engine: Engine) -> None:
+    prompts = load_questions(Path(__file__).parent / "data" / "looping_prompts.json")
+    off = ask_all(engine, prompts, GenerationOptions(max_tokens=160, repetition_penalty=1.0))
+    default = ask_all(engine, prompts, GenerationOptions(max_tokens=160))
+    assert engine.repetition_penalty > 1.0
+    looping = sum(a.loops for a in default)
+    assert looping <= 2, [a.text for a in default if a.loops]
+    assert sum(a.loops for a in off) > looping
 
 
 def test_generation_reports_its_counts(engine: Engine) -> None:
