@@ -267,3 +267,29 @@ def test_repetition_penalty_from_the_request_else_hushd_yaml(tiny_daemon: Daemon
     configured = ask()
     assert configured == ask("--repetition-penalty", "1.0")
     assert configured != ask("--repetition-penalty", "2.0")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_seed_gives_the_same_answer_whatever_ran_before(tiny_daemon: Daemon,
+                                                          workers: int) -> None:
+    # CTranslate2's random seed is process-wide and each of its threads re-seeds lazily: a
+    # seed set for one request used to leak into the next unseeded ones (identical pairs),
+    # and unseeded sampling before a seeded request changed what the seed gave.
+    (tiny_daemon.config_dir / "hushd.yaml").write_text(
+        f"decode_workers: {workers}\nintra_threads: 1\n")
+    tiny_daemon.start()
+
+    def ask(*options: str) -> str:
+        result = tiny_daemon.hush("ask", "--max-tokens", "24", "--temperature", "1.0",
+                                  *options, "hello there")
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    unseeded_first = [ask() for _ in range(2)]
+    seeded = [ask("--seed", "5") for _ in range(3)]
+    unseeded_after = [ask() for _ in range(3)]
+    seeded_again = ask("--seed", "5")
+    assert len(set(seeded)) == 1 and seeded_again == seeded[0]
+    unseeded = [*unseeded_first, *unseeded_after]
+    assert len(set(unseeded)) == len(unseeded), "unseeded answers repeated each other"
+    assert seeded[0] not in unseeded

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import queue
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -138,8 +139,10 @@ class Job:
         return self.finish_reason is not None
 
     def batch_key(self) -> tuple[object, ...]:
-        """Jobs with equal keys can decode in one batch: same sampling, same cached prefix."""
-        return (*self.options.batch_key(), tuple(self.prompt_ids[: self.static]))
+        """Jobs with equal keys can decode in one batch: same sampling, same cached prefix.
+        A seeded sampling job decodes alone: its draws must not depend on its neighbours."""
+        alone = (id(self),) if self.options.seed is not None and self.options.temperature else ()
+        return (*self.options.batch_key(), tuple(self.prompt_ids[: self.static]), *alone)
 
     def on_token(self, token_id: int) -> bool:
         """Handle one generated token; True tells CTranslate2 to stop this sequence."""
@@ -218,6 +221,40 @@ class Generation:
             worker.join()
 
 
+_SEED_LOCK = threading.Lock()
+"""CTranslate2's random seed is process-wide: one sampled batch at a time hands it over."""
+
+
+class _SeedHandoff:
+    """Sets CTranslate2's seed for one sampled batch and holds it until the batch has drawn.
+
+    A thread whose generator is not seeded yet takes the process-wide seed at its first
+    draw. Held from `set` to the first token, no other batch changes the seed in between: a
+    seeded batch (on its fresh threads) starts from its seed, and an unseeded one that is a
+    thread's first gets a fresh random seed, so two workers' threads never draw alike.
+    """
+
+    def __init__(self, seed: int | None) -> None:
+        self._seed = secrets.randbelow(_SEED_RANGE) if seed is None else seed % _SEED_RANGE
+        self._held = False
+
+    def set(self) -> None:
+        import ctranslate2
+
+        _SEED_LOCK.acquire()
+        self._held = True
+        ctranslate2.set_random_seed(self._seed)
+
+    def drawn(self) -> None:
+        if self._held:
+            self._held = False
+            _SEED_LOCK.release()
+
+
+# CTranslate2 takes an unsigned 32-bit seed; its all-ones value means "from random_device".
+_SEED_RANGE = (1 << 32) - 1
+
+
 class Engine:
     """A loaded model: CTranslate2 generator, tokenizer and metadata."""
 
@@ -246,8 +283,6 @@ class Engine:
     def load(cls, model_dir: Path, *, intra_threads: int | None = None,
              inter_threads: int = 1) -> Engine:
         """Load a model directory. `intra_threads` None uses what the import probe measured."""
-        import ctranslate2
-
         from .executable_memory import require_executable_memory
         from .probe import recorded_choice
 
@@ -258,11 +293,23 @@ class Engine:
             intra_threads = recorded.intra_threads if recorded else 1
         info = ModelInfo.load(model_dir)
         tokenizer = Tokenizer.load(model_dir)
+        engine = cls(None, tokenizer, info)
+        engine.generator = engine._open_generator(intra_threads, inter_threads)
+        engine.intra_threads = intra_threads
+        engine.inter_threads = inter_threads
+        return engine
+
+    def _open_generator(self, intra_threads: int, inter_threads: int) -> Any:
+        import ctranslate2
+
+        model_dir = self.info.path
+        if model_dir is None:
+            raise ModelError("The model's directory is unknown; load it with Engine.load.")
         try:
-            generator = ctranslate2.Generator(
+            return ctranslate2.Generator(
                 str(model_dir),
                 device="cpu",
-                compute_type=info.quantization,
+                compute_type=self.info.quantization,
                 intra_threads=intra_threads,
                 inter_threads=inter_threads,
             )
@@ -270,10 +317,6 @@ class Engine:
             raise ModelError(
                 f"CTranslate2 cannot load {model_dir} ({exc}). Import the model again."
             ) from exc
-        engine = cls(generator, tokenizer, info)
-        engine.intra_threads = intra_threads
-        engine.inter_threads = inter_threads
-        return engine
 
     def prompt_text(self, messages: Sequence[Mapping[str, str]]) -> str:
         template = self.info.chat_template
@@ -400,13 +443,14 @@ class Engine:
 
     def _decode(self, jobs: Sequence[Job]) -> None:
         options = jobs[0].options
-        if options.seed is not None:
-            # Process-wide in CTranslate2: a seeded request is reproducible when its batch
-            # is the only sampling work running.
-            import ctranslate2
-
-            ctranslate2.set_random_seed(options.seed)
-        static = jobs[0].static  # equal for all: it is part of the batch key
+        generator, static = self.generator, jobs[0].static  # static is part of the batch key
+        seeded = options.temperature > 0 and options.seed is not None
+        if seeded:
+            # CTranslate2 seeds each of its worker threads' generators once, at the thread's
+            # first draw, from the process-wide seed; a running generator's threads ignore
+            # later seeds. Only a generator with fresh threads starts from this one, so a
+            # seeded batch gets its own (one model load) and its prompt in full.
+            generator, static = self._open_generator(self.intra_threads, 1), 0
         tokens = self.tokenizer.id_to_token
         starts = [job.prompt_ids[static:] for job in jobs]
         shortest = min(len(ids) for ids in starts)
@@ -418,20 +462,32 @@ class Engine:
         if static:
             cached = {"static_prompt": [tokens(i) for i in jobs[0].prompt_ids[:static]],
                       "cache_static_prompt": True}
+        seed = _SeedHandoff(options.seed if seeded else None) if options.temperature > 0 else None
 
         def on_step(step: Any) -> bool:
+            if seed is not None:
+                seed.drawn()
             return jobs[int(step.batch_id)].on_token(int(step.token_id))
 
-        self.generator.generate_batch(
-            [[tokens(i) for i in ids] for ids in starts],
-            max_length=max_length,
-            beam_size=1,
-            include_prompt_in_result=False,
-            end_token=sorted(self.end_token_ids),
-            callback=on_step,
-            **cached,
-            **options.ctranslate2_kwargs(),
-        )
+        try:
+            if seed is not None:
+                seed.set()
+            generator.generate_batch(
+                [[tokens(i) for i in ids] for ids in starts],
+                max_length=max_length,
+                beam_size=1,
+                include_prompt_in_result=False,
+                end_token=sorted(self.end_token_ids),
+                callback=on_step,
+                **cached,
+                **options.ctranslate2_kwargs(),
+            )
+        finally:
+            if seed is not None:
+                seed.drawn()
+            if generator is not self.generator:
+                generator.unload_model()
+                del generator
 
     def stream(
         self,
