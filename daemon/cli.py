@@ -105,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             "model": args.model,
         }
         settings = load_settings(args.config, overrides)
+        from .engine.fast_paths import check_environment
         from .server import run  # after argument parsing: loads CTranslate2
+
+        check_environment()
 
         run(settings, reload_settings=lambda: load_settings(args.config, overrides))
     except HushError as exc:

@@ -23,6 +23,7 @@ from . import __version__, systemd
 from .config import Settings
 from .connection import Connection, Peer, peer_credentials
 from .documents import summarize_for_inbox
+from .engine import fast_paths
 from .engine.generator import Engine
 from .engine.openmp import openmp_runtime
 from .engine.probe import recorded_choice, workers_for
@@ -148,6 +149,7 @@ class Server:
             "decode_workers": self.scheduler.worker_count,
             "threads_from": self.threads_from,
             "openmp": openmp_runtime(),
+            "fast_paths": fast_paths.describe(),
         }
 
     def allowed(self, peer: Peer) -> bool:

@@ -293,3 +293,25 @@ def test_a_seed_gives_the_same_answer_whatever_ran_before(tiny_daemon: Daemon,
     unseeded = [*unseeded_first, *unseeded_after]
     assert len(set(unseeded)) == len(unseeded), "unseeded answers repeated each other"
     assert seeded[0] not in unseeded
+
+
+@pytest.mark.parametrize(("variable", "value", "valid"), [
+    ("CT2_FORCE_CPU_ISA", "AVX512_VNNI", "GENERIC"),
+    ("HUSH_OPENMP", "intel", "gnu"),
+    ("CT2_PACKED_GEMM", "maybe", "true"),
+])
+def test_an_unknown_fast_path_setting_stops_hushd_naming_the_valid_ones(
+        tiny_daemon: Daemon, variable: str, value: str, valid: str) -> None:
+    tiny_daemon.extra_env[variable] = value
+    result = subprocess.run(tiny_daemon.command(), env=tiny_daemon.env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"{variable}={value!r}" in result.stderr and valid in result.stderr, result.stderr
+
+
+def test_status_shows_the_fast_paths_in_force(tiny_daemon: Daemon) -> None:
+    tiny_daemon.extra_env.update(CT2_FORCE_CPU_ISA="AVX2", CT2_PACKED_GEMM="0")
+    tiny_daemon.start()
+    status = json.loads(tiny_daemon.hush("status", "--json").stdout)
+    assert status["fast_paths"]["isa"].startswith("AVX2 (forced")
+    assert status["fast_paths"]["packed_gemm"].startswith("off")

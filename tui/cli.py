@@ -369,7 +369,11 @@ async def status(socket: Path, args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         for key, value in result.items():
-            print(f"{key:>12}: {value}")
+            if isinstance(value, dict):  # e.g. fast_paths: one line per path
+                for sub, item in value.items():
+                    print(f"{key + '.' + sub:>22}: {item}")
+            else:
+                print(f"{key:>22}: {value}")
     return 0
 
 
