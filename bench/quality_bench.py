@@ -1,9 +1,9 @@
 """Answer quality per model and per fast path: the held-out quiz (bench/data/quiz.json).
 
-Every CPU code path hushd can take (CTranslate2's AVX2 or AVX-512 kernels, LLVM's or GNU's
-OpenMP, MKL packed weights or not, 1 or 2 intra-op threads, the cached system-prompt prefix or
-the whole prompt, a sequence alone or inside a batch of 4) is measured in a fresh process,
-one setting changed at a time from hushd's defaults, so the figures sit side by side from one
+Every CPU code path hushd can take (hush.daemon.engine.fast_paths.PATHS: CTranslate2's AVX2 or
+AVX-512 kernels, GNU's OpenMP, MKL packed weights off, 1 or 2 intra-op threads, the whole prompt
+instead of the cached system-prompt prefix, a batch of 4) is measured in a fresh process,
+one setting changed at a time from hushd's own choice, so the figures sit side by side from one
 run. Repetition penalties are compared on the same quiz with long answers: an answer loops
 when some 6-word run occurs three times in it.
 
@@ -20,37 +20,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hush.daemon.engine.fast_paths import PATHS, unavailable
+
 from . import common
 
 QUIZ = common.BENCH / "data" / "quiz.json"
 
-# One setting changed at a time from the baseline; env is added to the child's environment.
-PATHS: dict[str, dict[str, Any]] = {
-    "baseline": {},
-    "isa=AVX2": {"env": {"CT2_FORCE_CPU_ISA": "AVX2"}},
-    "isa=AVX512": {"env": {"CT2_FORCE_CPU_ISA": "AVX512"}},
-    "openmp=gnu": {"env": {"HUSH_OPENMP": "gnu"}},
-    "packed_gemm=off": {"env": {"CT2_PACKED_GEMM": "0"}},
-    "threads=1": {"threads": 1},
-    "no_prefix_cache": {"cache_prefix": False},
-    "batch=4": {"batch": 4},
-}
 PENALTIES = (1.0, 1.1, 1.2)
 
 
-def run(model_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
-    """One quiz in a fresh process (hush.daemon.engine.quiz), with the path's settings."""
-    env = dict(os.environ, **spec.get("env", {}))
-    cmd = [sys.executable, "-m", "hush.daemon.engine.quiz", str(model_dir), str(QUIZ),
-           "--threads", str(spec.get("threads", 2)), "--batch", str(spec.get("batch", 1)),
-           "--max-tokens", str(spec["max_tokens"])]
-    if "penalty" in spec:
-        cmd += ["--repetition-penalty", str(spec["penalty"])]
-    if not spec.get("cache_prefix", True):
-        cmd.append("--no-prefix-cache")
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=common.ROOT)
+def run(model_dir: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """One quiz in a fresh process (hush.daemon.engine.quiz) with a path's settings."""
+    done = subprocess.run([sys.executable, "-m", "hush.daemon.engine.quiz", str(model_dir),
+                           str(QUIZ), *args], env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, cwd=common.ROOT)
     if done.returncode != 0:
-        raise RuntimeError(f"quiz child failed for {spec}:\n{done.stderr[-2000:]}")
+        raise RuntimeError(f"quiz child failed for {args} {env}:\n{done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     del result["answers"]
     return result
@@ -61,17 +46,21 @@ def measure_model(name: str, models_dir: Path, paths: list[str], penalties: bool
     model_dir = models_dir / name
     out: dict[str, Any] = {"paths": {}, "penalties": {}}
     for path in paths:
-        result = run(model_dir, {**PATHS[path], "max_tokens": 48})
+        env, args = PATHS[path]
+        if reason := unavailable(env):
+            print(f"  {name} {path}: skipped, {reason}", flush=True)
+            continue
+        result = run(model_dir, *args, "--max-tokens", "48", env=env)
         out["paths"][path] = result
         print(f"  {name} {path}: {result['right']}/{result['questions']} right, "
               f"{result['seconds']} s", flush=True)
     if float32_dir is not None:
-        result = run(float32_dir, {"max_tokens": 48})
+        result = run(float32_dir, "--max-tokens", "48")
         out["paths"]["float32"] = result
         print(f"  {name} float32: {result['right']}/{result['questions']} right", flush=True)
     if penalties:
         for penalty in PENALTIES:
-            result = run(model_dir, {"max_tokens": 160, "penalty": penalty})
+            result = run(model_dir, "--max-tokens", "160", "--repetition-penalty", str(penalty))
             out["penalties"][str(penalty)] = result
             print(f"  {name} repetition_penalty {penalty}: {result['right']}/"
                   f"{result['questions']} right, {result['looping']} looping", flush=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Mapping
+from pathlib import Path
 
 from .errors import ModelError
 from .openmp import RUNTIME_ENV, openmp_runtime
@@ -50,3 +51,41 @@ def describe(env: Mapping[str, str] | None = None) -> dict[str, str]:
                        if packed in ("0", "false") else "CTranslate2's choice (MKL on Intel)",
         "openmp": openmp_runtime(),
     }
+
+
+PATHS: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
+    "as chosen": ({}, ()),
+    "AVX2 kernels": ({ISA_ENV: "AVX2"}, ()),
+    "AVX-512 kernels": ({ISA_ENV: "AVX512"}, ()),
+    "GNU OpenMP": ({RUNTIME_ENV: "gnu"}, ()),
+    "MKL packed weights off": ({PACKED_GEMM_ENV: "0"}, ()),
+    "1 thread": ({}, ("--threads", "1")),
+    "2 threads": ({}, ("--threads", "2")),
+    "whole prompt, no cached prefix": ({}, ("--no-prefix-cache",)),
+    "batch of 4": ({}, ("--batch", "4")),
+}
+"""Each code path hushd can take, one setting changed from its own choice: the environment
+for a fresh process and the arguments of `python -m hush.daemon.engine.quiz` (the tests and
+bench/quality_bench.py run them all)."""
+
+
+def unavailable(env: Mapping[str, str]) -> str | None:
+    """Why a path's environment cannot run on this CPU, or None when it can."""
+    isa = env.get(ISA_ENV)
+    if isa is None:
+        return None
+    if isa not in _ISAS.get(platform.machine(), ()):
+        return f"{isa} kernels do not exist on {platform.machine()}"
+    if isa == "AVX512" and "avx512f" not in _cpu_flags():
+        return "this CPU has no AVX-512"
+    return None
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()

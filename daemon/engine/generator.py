@@ -221,6 +221,10 @@ class Generation:
             worker.join()
 
 
+# CTranslate2 takes an unsigned 32-bit seed; its all-ones value means "from random_device".
+_SEED_RANGE = (1 << 32) - 1
+
+
 _SEED_LOCK = threading.Lock()
 """CTranslate2's random seed is process-wide: one sampled batch at a time hands it over."""
 
@@ -249,10 +253,6 @@ class _SeedHandoff:
         if self._held:
             self._held = False
             _SEED_LOCK.release()
-
-
-# CTranslate2 takes an unsigned 32-bit seed; its all-ones value means "from random_device".
-_SEED_RANGE = (1 << 32) - 1
 
 
 class Engine:

@@ -7,14 +7,17 @@ every fast path, and the benchmark scores each catalog model on its own held-out
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .generator import Engine, GenerationOptions, Job
+from .openmp import openmp_runtime
 
 DEFAULT_SYSTEM = "You are a helpful assistant."
 
@@ -87,11 +90,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     OpenMP runtime is chosen once per process): `python -m hush.daemon.engine.quiz MODEL_DIR
     QUESTIONS.json [--threads N] [--batch N] [--no-prefix-cache] [--repetition-penalty P]`.
     """
-    import argparse
-    import time
-
-    from .openmp import openmp_runtime
-
     parser = argparse.ArgumentParser(prog="python -m hush.daemon.engine.quiz")
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("questions", type=Path)
