@@ -41,6 +41,9 @@ class TensorSource(Protocol):
 
     def tensor(self, name: str) -> F32Array: ...
 
+    def vocabulary_matrix(self, name: str) -> Any:
+        """The embedding table or the LM head: float32, or already int8 (int8_rows)."""
+
 
 @dataclass(frozen=True)
 class HyperParameters:
@@ -80,8 +83,17 @@ class HyperParameters:
         return None if self.n_kv == self.n_heads else self.n_kv
 
 
-def build_decoder_spec(source: TensorSource, arch: str) -> tuple[Any, int]:
-    """The filled CTranslate2 spec for a GGUF of architecture `arch`, and its context length."""
+LayerDone = Callable[[int, Any], None]
+"""Called with each decoder layer's index and spec as soon as the layer is filled."""
+
+
+def build_decoder_spec(source: TensorSource, arch: str,
+                       layer_done: LayerDone = lambda _i, _layer: None) -> tuple[Any, int]:
+    """The filled CTranslate2 spec for a GGUF of architecture `arch`, and its context length.
+
+    `layer_done` sees each layer before the next is read, so the importer can smooth and
+    quantize it there and only one layer's float32 weights are held at a time.
+    """
     builder = _BUILDERS.get(arch)
     if builder is None:
         raise UnsupportedModelError(
@@ -90,13 +102,13 @@ def build_decoder_spec(source: TensorSource, arch: str) -> tuple[Any, int]:
             "architecture."
         )
     hp = HyperParameters.read(source, arch)
-    return builder(source, hp), hp.context_length
+    return builder(source, hp, layer_done), hp.context_length
 
 
-def _lm_head(source: TensorSource, embeddings: F32Array) -> F32Array:
+def _lm_head(source: TensorSource, embeddings: Any) -> Any:
     # Tied embeddings: small models reuse the embedding matrix as the LM head.
     if "output.weight" in source.tensors:
-        return source.tensor("output.weight")
+        return source.vocabulary_matrix("output.weight")
     return embeddings
 
 
@@ -111,7 +123,7 @@ def _qkv(source: TensorSource, prefix: str) -> tuple[F32Array, F32Array, F32Arra
 # --- llama, qwen2 ---------------------------------------------------------------------------
 
 
-def _build_llama_like(source: TensorSource, hp: HyperParameters) -> Any:
+def _build_llama_like(source: TensorSource, hp: HyperParameters, layer_done: LayerDone) -> Any:
     """Llama-style decoder: RMSNorm, SwiGLU, half-split rotary. Also Qwen 2 (Q/K/V biases)."""
     from ctranslate2.specs import TransformerDecoderModelSpec, common_spec
 
@@ -137,7 +149,7 @@ def _build_llama_like(source: TensorSource, hp: HyperParameters) -> Any:
     )
     decoder = spec.decoder
     decoder.scale_embeddings = False
-    embeddings = source.tensor("token_embd.weight")
+    embeddings = source.vocabulary_matrix("token_embd.weight")
     decoder.embeddings.weight = embeddings
     decoder.layer_norm.gamma = source.tensor("output_norm.weight")
     decoder.projection.weight = _lm_head(source, embeddings)
@@ -160,6 +172,7 @@ def _build_llama_like(source: TensorSource, hp: HyperParameters) -> Any:
         ffn.linear_0_noact.weight = source.tensor(p + "ffn_up.weight")
         ffn.linear_1.weight = source.tensor(p + "ffn_down.weight")
         _apply_llama3_rope(attn, rope)
+        layer_done(i, layer)
     return spec
 
 
@@ -266,7 +279,7 @@ def _gemma_norm(spec: Any, stored: F32Array) -> None:
     spec.layer_norm_use_residual = True
 
 
-def _build_gemma3(source: TensorSource, hp: HyperParameters) -> Any:
+def _build_gemma3(source: TensorSource, hp: HyperParameters, layer_done: LayerDone) -> Any:
     """Gemma 3 text decoder: local/global attention, QK norms, sandwich norms, GeGLU."""
     from ctranslate2.specs import TransformerDecoderModelSpec, common_spec
     from ctranslate2.specs.attention_spec import RotaryScalingType
@@ -301,7 +314,7 @@ def _build_gemma3(source: TensorSource, hp: HyperParameters) -> Any:
     decoder = spec.decoder
     decoder.scale_embeddings = True  # Gemma multiplies embeddings by sqrt(hidden)
     decoder.start_from_zero_embedding = False
-    embeddings = source.tensor("token_embd.weight")
+    embeddings = source.vocabulary_matrix("token_embd.weight")
     decoder.embeddings.weight = embeddings
     _gemma_norm(decoder.layer_norm, source.tensor("output_norm.weight"))
     decoder.projection.weight = _lm_head(source, embeddings)
@@ -334,10 +347,11 @@ def _build_gemma3(source: TensorSource, hp: HyperParameters) -> Any:
         ffn.linear_0.weight = source.tensor(p + "ffn_gate.weight")
         ffn.linear_0_noact.weight = source.tensor(p + "ffn_up.weight")
         ffn.linear_1.weight = source.tensor(p + "ffn_down.weight")
+        layer_done(i, layer)
     return spec
 
 
-_BUILDERS: dict[str, Callable[[TensorSource, HyperParameters], Any]] = {
+_BUILDERS: dict[str, Callable[[TensorSource, HyperParameters, LayerDone], Any]] = {
     "llama": _build_llama_like,
     "qwen2": _build_llama_like,
     "gemma3": _build_gemma3,

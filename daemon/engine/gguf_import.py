@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ import numpy.typing as npt
 
 from .architectures import SUPPORTED_ARCHITECTURES, build_decoder_spec
 from .errors import ModelError, UnsupportedModelError
+from .int8_rows import QuantizedRows, quantize_streamed
 from .model_info import ModelInfo
+from .reference import release_mapped_pages
 from .tokenizer import GGUFVocab, Tokenizer, build_tokenizer_files
 from .vocab_pruning import kept_ids, restrict, write_kept
 
@@ -29,6 +32,9 @@ F32Array = npt.NDArray[np.float32]
 # Weights are dequantized to float32 and re-quantized by CTranslate2; these are the
 # CTranslate2 types that run on CPU.
 QUANTIZATIONS = ("int8", "int8_float32", "int16", "float32")
+
+# CTranslate2 quantizes these per output row: the vocabulary matrices can be read int8.
+_INT8_QUANTIZATIONS = ("int8", "int8_float32")
 
 # Tokens that end an assistant turn in the common chat formats.
 _END_OF_TURN_CANDIDATES = (
@@ -79,17 +85,46 @@ class _GGUF:
             )
         return value
 
-    def tensor(self, name: str) -> F32Array:
-        from gguf.quants import dequantize
+    int8_vocabulary = False
+    """Set for int8 imports: vocabulary_matrix() then quantizes as it reads (int8_rows.py)."""
 
+    def tensor(self, name: str) -> F32Array:
+        info = self._info(name)
+        array = self._dequantize(name, info, info.data)
+        expected = tuple(int(d) for d in reversed(info.shape))
+        if array.shape != expected:
+            array = array.reshape(expected)
+        # Copy only what is a view of the memory-mapped file (F32 tensors): dequantized
+        # arrays are fresh, and a second copy of a large embedding costs a gigabyte.
+        return np.array(array, dtype=np.float32,
+                        copy=bool(np.may_share_memory(array, info.data)))
+
+    def vocabulary_matrix(self, name: str) -> F32Array | QuantizedRows:
+        if not self.int8_vocabulary:
+            return self.tensor(name)
+        info = self._info(name)
+        rows = int(info.shape[-1])  # GGUF lists dimensions innermost first
+
+        def read(start: int, stop: int) -> F32Array:
+            chunk = self._dequantize(name, info, info.data[start:stop])
+            return np.asarray(chunk, dtype=np.float32).reshape(stop - start, -1)
+
+        return quantize_streamed(rows, read)
+
+    def _info(self, name: str) -> Any:
         info = self.tensors.get(name)
         if info is None:
             raise ModelError(
                 f"{self.path} lacks the tensor {name!r}; the file is incomplete or not a "
                 "complete model of its declared architecture."
             )
+        return info
+
+    def _dequantize(self, name: str, info: Any, data: Any) -> F32Array:
+        from gguf.quants import dequantize
+
         try:
-            array = dequantize(info.data, info.tensor_type)
+            array: F32Array = dequantize(data, info.tensor_type)
         except NotImplementedError:
             raise UnsupportedModelError(
                 f"Tensor {name!r} uses the GGML type {info.tensor_type.name}, which cannot be "
@@ -101,11 +136,7 @@ class _GGUF:
                 f"{self.path}: tensor {name!r} is damaged or truncated ({exc}). Download the "
                 "file again."
             ) from exc
-        expected = tuple(int(d) for d in reversed(info.shape))
-        if array.shape != expected:
-            array = array.reshape(expected)
-        # Copy: the file is memory-mapped and F32 tensors come back as views of it.
-        return np.array(array, dtype=np.float32, copy=True)
+        return array
 
     def parameter_count(self) -> int:
         return sum(int(t.n_elements) for t in self.tensors.values())
@@ -168,8 +199,31 @@ def _convert(source: _GGUF, out: Path, quantization: str, smooth: bool | None,
     if prune is not None and prune.size < len(vocab.tokens):
         kept, tokenizer_files = _pruned_tokenizer(vocab, tokenizer_files, prune)
 
-    spec, context_length = build_decoder_spec(source, arch)
     tokens = list(vocab.tokens)
+    bos = _special_token(source, tokens, "tokenizer.ggml.bos_token_id")
+    eos = _special_token(source, tokens, "tokenizer.ggml.eos_token_id")
+    unk = _special_token(source, tokens, "tokenizer.ggml.unknown_token_id")
+
+    # SmoothQuant (smoothing.py): int8 GEMMs quantize each activation row with one scale, so
+    # outlier channels drown the rest; per-channel scales are folded into the weights.
+    # Calibrated with the whole vocabulary: a pruned model is then exactly the full one with
+    # fewer LM-head rows, and its quality cost is the pruning's alone.
+    from .smoothing import SMOOTHED_QUANTIZATIONS, calibrate
+
+    if smooth is None:
+        smooth = quantization in SMOOTHED_QUANTIZATIONS
+    smoother = (calibrate(source._reader, full_tokenizer_files, bos_token=bos, eos_token=eos,
+                          load=source.tensor) if smooth else None)
+
+    source.int8_vocabulary = quantization in _INT8_QUANTIZATIONS
+
+    def layer_done(i: int, layer: Any) -> None:
+        if smoother is not None:
+            smoother.layer(i, layer)
+        _quantize(layer, quantization)
+        release_mapped_pages(source._reader)
+
+    spec, context_length = build_decoder_spec(source, arch, layer_done)
     rows = int(spec.decoder.embeddings.weight.shape[0])
     if rows < len(tokens):
         raise ModelError(
@@ -178,37 +232,24 @@ def _convert(source: _GGUF, out: Path, quantization: str, smooth: bool | None,
         )
     # Padded embedding rows (vocab rounded up to a multiple of 64/128) need names too.
     tokens += [f"<extra_id_{i}>" for i in range(rows - len(tokens))]
-
-    bos = _special_token(source, tokens, "tokenizer.ggml.bos_token_id")
-    eos = _special_token(source, tokens, "tokenizer.ggml.eos_token_id")
-    unk = _special_token(source, tokens, "tokenizer.ggml.unknown_token_id")
     spec.config.bos_token = bos if bos is not None else (eos or tokens[0])
     spec.config.eos_token = eos if eos is not None else tokens[0]
     spec.config.unk_token = unk if unk is not None else ""
     spec.config.layer_norm_epsilon = float(
         source.require(f"{arch}.attention.layer_norm_rms_epsilon")
     )
-
-    # --- SmoothQuant hook (smoothing.py): int8 GEMMs quantize each activation row with one
-    # scale, so outlier channels drown the rest; fold per-channel scales into the weights.
-    from .smoothing import SMOOTHED_QUANTIZATIONS, smooth_imported_spec
-
-    if smooth is None:
-        smooth = quantization in SMOOTHED_QUANTIZATIONS
-    if smooth:
-        # Calibrated with the whole vocabulary: a pruned model is then exactly the full one
-        # with fewer LM-head rows, and its quality cost is the pruning's alone.
-        smooth_imported_spec(spec, source._reader, full_tokenizer_files, bos_token=bos,
-                             eos_token=eos)
-    # --- end of SmoothQuant hook
     if kept is None:
         spec.register_vocabulary(tokens)
     else:
         _keep_rows(spec.decoder, kept)
         spec.register_vocabulary([tokens[i] for i in kept])
+    # The decoder layers and the int8 vocabulary matrices are quantized already; the rest
+    # goes through what spec.optimize() does: alias equal variables (tied embeddings), then
+    # quantize.
+    quantized = _install_quantized_rows(spec.decoder)
+    _quantize(spec, quantization,
+              done=lambda name: name.startswith("decoder/layer_") or name in quantized)
     try:
-        spec.validate()  # also converts Python values to the arrays optimize() expects
-        spec.optimize(quantization=quantization)
         spec.save(str(out))
     except (ValueError, TypeError) as exc:
         raise ModelError(f"CTranslate2 rejected the converted model: {exc}") from exc
@@ -236,6 +277,24 @@ def _convert(source: _GGUF, out: Path, quantization: str, smooth: bool | None,
     return info
 
 
+def _quantize(layer: Any, quantization: str,
+              done: Callable[[str], bool] | None = None) -> None:
+    """Validate and quantize one CTranslate2 layer spec (or the whole model) in place.
+
+    Layer by layer, the import holds one layer's float32 weights at a time instead of the
+    whole model's. These are ctranslate2.specs' own steps behind spec.optimize(), called on
+    a part (`_alias_variables` only for the whole model, where tied embeddings live);
+    `done` names the variables an earlier call quantized, which must not be quantized twice.
+    """
+    try:
+        layer.validate()  # also converts Python values to the arrays quantizing expects
+        if done is not None:
+            layer._alias_variables()
+        layer._quantize(quantization, None if done is None else lambda n: not done(n))
+    except (ValueError, TypeError) as exc:
+        raise ModelError(f"CTranslate2 rejected the converted model: {exc}") from exc
+
+
 def _pruned_tokenizer(vocab: GGUFVocab, files: dict[str, bytes], prune: VocabPruning
                       ) -> tuple[list[int], dict[str, bytes]]:
     """The ids to keep, and tokenizer files that can produce only those."""
@@ -255,12 +314,38 @@ def _keep_rows(decoder: Any, kept: list[int]) -> None:
     rows = np.asarray(kept)
     embeddings = decoder.embeddings.weight
     tied = decoder.projection.weight is embeddings
-    decoder.embeddings.weight = np.ascontiguousarray(embeddings[rows])
+    decoder.embeddings.weight = _take_rows(embeddings, rows)
     decoder.projection.weight = (decoder.embeddings.weight if tied
-                                 else np.ascontiguousarray(decoder.projection.weight[rows]))
+                                 else _take_rows(decoder.projection.weight, rows))
     bias = getattr(decoder.projection, "bias", None)
     if isinstance(bias, np.ndarray) and bias.shape[:1] == embeddings.shape[:1]:
         decoder.projection.bias = np.ascontiguousarray(bias[rows])
+
+
+def _take_rows(weight: Any, rows: npt.NDArray[np.intp]) -> Any:
+    if isinstance(weight, QuantizedRows):
+        return weight.take(rows)
+    return np.ascontiguousarray(weight[rows])
+
+
+def _install_quantized_rows(decoder: Any) -> set[str]:
+    """Put int8 vocabulary matrices into the spec as ctranslate2.specs would have left them,
+    and name the variables the final quantization must then leave alone."""
+    embeddings, projection = decoder.embeddings, decoder.projection
+    tied = projection.weight is embeddings.weight
+    done: set[str] = set()
+    for name, layer in (("embeddings", embeddings), ("projection", projection)):
+        rows = layer.weight
+        if not isinstance(rows, QuantizedRows):
+            continue
+        if layer is projection and tied:
+            # The same int8 array, which the final pass aliases to the embeddings', and no
+            # scale of its own: what CTranslate2 writes for a tied model.
+            layer.weight = embeddings.weight
+        else:
+            layer.weight, layer.weight_scale = rows.values, rows.scales
+        done.add(f"decoder/{name}/weight")
+    return done
 
 
 def _read_vocab(source: _GGUF) -> GGUFVocab:

@@ -18,6 +18,7 @@ a few hundred tokens.
 from __future__ import annotations
 
 import math
+import mmap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,15 +120,31 @@ def _read_config(fields: dict[str, Any]) -> ReferenceConfig:
     )
 
 
+def release_mapped_pages(reader: Any) -> None:
+    """Drop the pages of a gguf.GGUFReader's memory-mapped file that this process has read.
+
+    Reading a tensor maps its pages in, and they count against the process until it unmaps
+    the file: a 1.1 GB GGUF read once is 1.1 GB more resident. The mapping is read-only, so
+    the kernel reads them again from the page cache (or the disk) if they are needed again.
+    """
+    mapped = getattr(getattr(reader, "data", None), "_mmap", None)
+    if isinstance(mapped, mmap.mmap):
+        mapped.madvise(mmap.MADV_DONTNEED)
+
+
 class ReferenceModel:
     """Teacher-forced logits of a llama / qwen2 / gemma3 GGUF, computed in numpy."""
 
     def __init__(
-        self, config: ReferenceConfig, tensors: dict[str, Any], metadata: dict[str, Any]
+        self, config: ReferenceConfig, tensors: dict[str, Any], metadata: dict[str, Any],
+        load: Callable[[str], F32Array] | None = None,
     ) -> None:
         self.config = config
         self.metadata = metadata  # GGUF fields, without the vocabulary lists
         self._tensors = tensors  # gguf ReaderTensors, dequantized on first use
+        # The importer's calibration passes its own reader, whose errors name the tensor and
+        # the fix; the agreement checks keep this module's own.
+        self._load = load or self._dequantize
         self._cache: dict[str, F32Array] = {}
         self.vocab_size = int(self._shape("token_embd.weight")[0])
 
@@ -138,7 +155,8 @@ class ReferenceModel:
         return cls.from_reader(GGUFReader(Path(path)))
 
     @classmethod
-    def from_reader(cls, reader: Any) -> ReferenceModel:
+    def from_reader(cls, reader: Any,
+                    load: Callable[[str], F32Array] | None = None) -> ReferenceModel:
         """From an open gguf.GGUFReader: opening one parses the whole vocabulary, which
         takes seconds for large vocabularies, so callers that have one should share it."""
         metadata: dict[str, Any] = {}
@@ -146,7 +164,7 @@ class ReferenceModel:
             if key in _VOCABULARY_FIELDS:
                 continue  # large lists the forward pass does not need
             metadata[key] = field.contents()
-        return cls(_read_config(metadata), {t.name: t for t in reader.tensors}, metadata)
+        return cls(_read_config(metadata), {t.name: t for t in reader.tensors}, metadata, load)
 
     def has(self, name: str) -> bool:
         return name in self._tensors
@@ -155,24 +173,31 @@ class ReferenceModel:
         """A tensor as float32, outermost dimension first (a linear weight is [out, in])."""
         cached = self._cache.get(name)
         if cached is None:
-            from gguf.quants import dequantize
-
-            tensor = self._tensors[name]
-            array = dequantize(tensor.data, tensor.tensor_type)
+            array = self._load(name)
             cached = np.ascontiguousarray(array, dtype=np.float32).reshape(self._shape(name))
             self._cache[name] = cached
         return cached
 
+    def _dequantize(self, name: str) -> F32Array:
+        from gguf.quants import dequantize
+
+        tensor = self._tensors[name]
+        array: F32Array = dequantize(tensor.data, tensor.tensor_type)
+        return array
+
     def _embed(self, tokens: npt.NDArray[np.int64]) -> F32Array:
         name = "token_embd.weight"
-        if name in self._cache:
-            return self._cache[name][tokens]
+        if name in self._cache or name not in self._tensors:
+            return self.w(name)[tokens]  # a missing table: the loader says so
         from gguf.quants import dequantize
 
         # Dequantize only the rows used: the whole matrix takes seconds for 262k vocabularies
         # and calibration never needs the LM head. GGUFReader gives one row of blocks per token.
         tensor = self._tensors[name]
-        rows = dequantize(np.asarray(tensor.data)[tokens], tensor.tensor_type)
+        try:
+            rows = dequantize(np.asarray(tensor.data)[tokens], tensor.tensor_type)
+        except NotImplementedError:
+            return self.w(name)[tokens]  # an unsupported type: the loader says so
         return np.asarray(rows, dtype=np.float32).reshape(len(tokens), -1)
 
     def _shape(self, name: str) -> tuple[int, ...]:
@@ -195,6 +220,23 @@ class ReferenceModel:
         for layer in range(cfg.n_layers):
             x = self._block(x, layer, capture)
         return _rms_norm(x, self.w("output_norm.weight"), cfg.eps)
+
+    def calibrate(self, sequences: Sequence[Sequence[int]], capture: Capture,
+                  layer_done: Callable[[], None] = lambda: None) -> None:
+        """Run every sequence through the blocks one layer at a time, holding only that
+        layer's weights in float32: bounded memory whatever the model's size (the importer's
+        calibration; the LM head is never needed). `layer_done` runs after each layer."""
+        cfg = self.config
+        xs = []
+        for ids in sequences:
+            x = self._embed(np.asarray(list(ids), dtype=np.int64))
+            xs.append(x * np.float32(math.sqrt(cfg.hidden)) if cfg.arch == "gemma3" else x)
+        for layer in range(cfg.n_layers):
+            xs = [self._block(x, layer, capture) for x in xs]
+            prefix = f"blk.{layer}."
+            for name in [n for n in self._cache if n.startswith(prefix)]:
+                del self._cache[name]
+            layer_done()
 
     def lm_head(self, hidden: F32Array) -> F32Array:
         # Tied embeddings when there is no separate output matrix.

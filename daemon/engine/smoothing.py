@@ -29,13 +29,19 @@ calibration text, so importing needs no network and no extra files.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from .chat_template import render_chat, uses_chat_template
-from .reference import SITES, ReferenceModel, UnsupportedArchitectureError
+from .reference import (
+    SITES,
+    ReferenceModel,
+    UnsupportedArchitectureError,
+    release_mapped_pages,
+)
 
 F32Array = npt.NDArray[np.float32]
 Maxima = dict[tuple[str, int], F32Array]  # (site, layer) -> per-channel max |activation|
@@ -97,7 +103,8 @@ def calibration_texts(
     return [conversation, _PROSE, _CODE]
 
 
-def activation_maxima(model: ReferenceModel, sequences: Sequence[Sequence[int]]) -> Maxima:
+def activation_maxima(model: ReferenceModel, sequences: Sequence[Sequence[int]],
+                      layer_done: Callable[[], None] = lambda: None) -> Maxima:
     """Per-channel max |x| at the input of every linear layer, over all `sequences`."""
     maxima: Maxima = {}
 
@@ -106,8 +113,7 @@ def activation_maxima(model: ReferenceModel, sequences: Sequence[Sequence[int]])
         key = (site, layer)
         maxima[key] = np.maximum(maxima[key], peak) if key in maxima else peak
 
-    for ids in sequences:
-        model.hidden_states(ids, capture)  # the LM head is not needed: skip it
+    model.calibrate(sequences, capture, layer_done)
     return maxima
 
 
@@ -118,23 +124,26 @@ def smoothing_scales(act_max: F32Array, weight_max: F32Array, alpha: float) -> F
     return (act**alpha / weight ** (1.0 - alpha)).astype(np.float32)
 
 
-def smooth_decoder(
-    decoder: Any,
-    maxima: Mapping[tuple[str, int], F32Array],
-    *,
-    n_heads: int,
-    n_kv_heads: int,
-    head_dim: int,
-    alpha: float = DEFAULT_ALPHA,
-    sites: Sequence[str] = SITES,
-) -> None:
-    """Rescale a CTranslate2 TransformerDecoderSpec (before optimize()) in place.
+@dataclass(frozen=True)
+class Smoother:
+    """Calibrated smoothing, applied one decoder layer at a time as the importer fills them
+    (so that each layer can be quantized, and its float32 weights freed, right after)."""
 
-    Expects the layout the importer builds: fused QKV in self_attention.linear[0], gate /
-    up / down in ffn.linear_0 / linear_0_noact / linear_1, and either a pre-norm per block or
-    Gemma-style input_layer_norm / pre_feedforward_layer_norm.
-    """
-    for i, layer in enumerate(decoder.layer):
+    maxima: Mapping[tuple[str, int], F32Array]
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    alpha: float = DEFAULT_ALPHA
+    sites: Sequence[str] = SITES
+
+    def layer(self, i: int, layer: Any) -> None:
+        """Rescale layer `i` of a CTranslate2 TransformerDecoderSpec (before quantization).
+
+        Expects the layout the importer builds: fused QKV in self_attention.linear[0], gate /
+        up / down in ffn.linear_0 / linear_0_noact / linear_1, and either a pre-norm per block
+        or Gemma-style input_layer_norm / pre_feedforward_layer_norm.
+        """
+        maxima, alpha, sites = self.maxima, self.alpha, self.sites
         attn, ffn = layer.self_attention, layer.ffn
         qkv, out = attn.linear[0], attn.linear[1]
         gate, up, down = ffn.linear_0, ffn.linear_0_noact, ffn.linear_1
@@ -155,7 +164,8 @@ def smooth_decoder(
             up.weight = up.weight / s[:, None]
             down.weight = down.weight * s
         if "o_in" in sites and not _is_set(getattr(attn, "v_norm", None)):
-            _smooth_value_output(qkv, out, maxima["o_in", i], n_heads, n_kv_heads, head_dim, alpha)
+            _smooth_value_output(qkv, out, maxima["o_in", i], self.n_heads, self.n_kv_heads,
+                                 self.head_dim, alpha)
 
 
 def _smooth_value_output(
@@ -205,17 +215,26 @@ def _scale_norm(norm: Any, factor: F32Array) -> None:
         norm.gamma = (gamma * factor).astype(np.float32)
 
 
-def smooth_spec(
-    spec: Any,
-    model: ReferenceModel,
-    encode: Callable[[str], list[int]],
+def calibrate(
+    reader: Any,
+    tokenizer_files: Mapping[str, bytes],
     *,
     bos_token: str | None,
     eos_token: str | None,
-    alpha: float = DEFAULT_ALPHA,
+    alpha: float | None = None,
     sites: Sequence[str] = SITES,
-) -> None:
-    """Calibrate on the built-in texts with `model` and smooth `spec.decoder` in place."""
+    load: Callable[[str], F32Array] | None = None,
+) -> Smoother | None:
+    """The importer's hook: measure the activation maxima of the GGUF open in `reader` (a
+    gguf.GGUFReader) on the built-in texts, reading weights with `load` (the importer's, for
+    its error messages). None for architectures the reference model does not implement: those
+    are imported unsmoothed."""
+    from .tokenizer import Tokenizer
+
+    try:
+        model = ReferenceModel.from_reader(reader, load)
+    except UnsupportedArchitectureError:
+        return None
     meta = model.metadata
     template = meta.get("tokenizer.chat_template")
     texts = calibration_texts(
@@ -225,6 +244,7 @@ def smooth_spec(
     bos_field = meta.get("tokenizer.ggml.bos_token_id")
     wants_bos = bool(meta.get("tokenizer.ggml.add_bos_token", False))
     bos = int(bos_field) if wants_bos and bos_field is not None else None
+    encode: Callable[[str], list[int]] = Tokenizer.from_files(tokenizer_files).encode
     sequences = []
     for text in texts:
         ids = encode(text)
@@ -232,40 +252,7 @@ def smooth_spec(
             ids = [bos, *ids]
         sequences.append(ids)
     cfg = model.config
-    smooth_decoder(
-        spec.decoder,
-        activation_maxima(model, sequences),
-        n_heads=cfg.n_heads,
-        n_kv_heads=cfg.n_kv_heads,
-        head_dim=cfg.head_dim,
-        alpha=alpha,
-        sites=sites,
-    )
-
-
-def smooth_imported_spec(
-    spec: Any,
-    reader: Any,
-    tokenizer_files: Mapping[str, bytes],
-    *,
-    bos_token: str | None,
-    eos_token: str | None,
-    alpha: float | None = None,
-) -> bool:
-    """The importer's hook: smooth `spec`, built from the GGUF open in `reader` (a
-    gguf.GGUFReader). Returns False, leaving `spec` alone, for unsupported architectures."""
-    from .tokenizer import Tokenizer
-
-    try:
-        model = ReferenceModel.from_reader(reader)
-    except UnsupportedArchitectureError:
-        return False  # importable but not modelled here: import unsmoothed
-    smooth_spec(
-        spec,
-        model,
-        Tokenizer.from_files(tokenizer_files).encode,
-        bos_token=bos_token,
-        eos_token=eos_token,
-        alpha=DEFAULT_ALPHA if alpha is None else alpha,
-    )
-    return True
+    maxima = activation_maxima(model, sequences, lambda: release_mapped_pages(reader))
+    return Smoother(maxima, n_heads=cfg.n_heads,
+                    n_kv_heads=cfg.n_kv_heads, head_dim=cfg.head_dim,
+                    alpha=DEFAULT_ALPHA if alpha is None else alpha, sites=sites)
