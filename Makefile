@@ -2,14 +2,18 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-MODEL  ?= smollm2-135m
+# Unset: `make run` pulls the best catalog model that fits this machine's memory and makes it
+# the default (`hush model list` shows the choice). Tests always use the small, fast one.
+MODEL  ?=
+TEST_MODEL := smollm2-135m
 RUN_LOG := $(VENV)/hushd.log
 
 .PHONY: run test test-models lint install install-test model clean help bench \
 	install-service install-user-service uninstall-service
 
 help:
-	@echo "make run          set up, fetch $(MODEL), start hushd and open the hush UI"
+	@echo "make run          set up, fetch the model that fits this machine (or MODEL=NAME),"
+	@echo "                  start hushd and open the hush UI"
 	@echo "make test         install test tools and run the test suite"
 	@echo "make test-models  end-to-end tests with the larger catalog models (slow)"
 	@echo "make test-arm64   arm64 end-to-end checks under qemu-user (docs/edge.md)"
@@ -52,7 +56,7 @@ run: model
 	@if $(BIN)/hush status >/dev/null 2>&1; then \
 		$(BIN)/hush; \
 	else \
-		$(BIN)/hushd --model $(MODEL) 2>>$(RUN_LOG) & pid=$$!; \
+		$(BIN)/hushd $(if $(MODEL),--model $(MODEL)) 2>>$(RUN_LOG) & pid=$$!; \
 		trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT INT TERM; \
 		$(BIN)/hush status --wait 60 >/dev/null || { echo "hushd did not start; see $(RUN_LOG)" >&2; exit 1; }; \
 		$(BIN)/hush; \
@@ -82,7 +86,7 @@ lint: $(VENV)/.installed-test
 	MYPYPATH=.mypy-src $(BIN)/mypy -p hush.daemon -p hush.tui
 
 test: $(VENV)/.installed-test
-	$(BIN)/hush model pull $(MODEL)
+	$(BIN)/hush model pull $(TEST_MODEL)
 	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest
 	@# CI keeps arm64 working: aarch64 wheels, daemon, store and policy under qemu (about 1 min
@@ -102,7 +106,7 @@ test-models: $(VENV)/.installed-test
 # wheels in ~/.cache/hush-arm64 (or $HUSH_ARM64_CACHE); root is needed once, for apt-get.
 .PHONY: test-arm64 test-arm64-smoke
 test-arm64: $(VENV)/.installed-test
-	$(BIN)/hush model pull $(MODEL)
+	$(BIN)/hush model pull $(TEST_MODEL)
 	$(BIN)/python tests/arm64/run.py
 
 test-arm64-smoke: $(VENV)/.installed-test

