@@ -403,6 +403,24 @@ def _finish_import(name: str, model_dir: Path) -> None:
         for n, v in choice.tokens_per_s.items())
     _progress(f"{name}: {choice.intra_threads} thread(s) x {choice.decode_workers} worker(s) "
               f"chosen ({speeds})")
+    _check_agreement(name, model_dir, choice.intra_threads)
+
+
+def _check_agreement(name: str, model_dir: Path, threads: int) -> None:
+    """Measure how often the int8 model predicts the float32 reference's next token, and say
+    so when it is below the bar (the import stands: it is still the model asked for)."""
+    from hush.daemon.engine import agreement
+    from hush.daemon.engine.generator import Engine
+
+    engine = Engine.load(model_dir, intra_threads=threads)
+    try:
+        fraction = agreement.measure(model_dir, engine.generator)
+    finally:
+        engine.close()
+    if fraction is not None and fraction < agreement.BAR:
+        print(f"hush: warning: {name} agrees with the float32 model of its GGUF on "
+              f"{fraction:.1%} of next tokens, below the {agreement.BAR:.0%} bar: int8 "
+              "rounding changes some answers (docs/benchmarks.md)", file=sys.stderr)
 
 
 def _describe(info: ModelInfo) -> str:
@@ -435,7 +453,7 @@ def _print_catalog(installed: set[str]) -> None:
 
 
 def model_command(socket: Path, args: argparse.Namespace) -> int:
-    from hush.daemon.engine import catalog
+    from hush.daemon.engine import agreement, catalog
     from hush.daemon.engine.gguf_import import VocabPruning, import_gguf
     from hush.daemon.engine.probe import needs_probe
     from hush.daemon.engine.vocab_pruning import read_kept
@@ -497,16 +515,19 @@ def model_command(socket: Path, args: argparse.Namespace) -> int:
         print()
         default = paths.chosen_model(config_dir) or DEFAULT_MODEL
         print(f"  {'NAME':<22} {'ARCH':<8} {'PARAMS':>7} {'SIZE':>9} {'CONTEXT':>7} "
-              f"{'QUANT':<12} {'VOCAB':<15} TEMPLATE")
+              f"{'QUANT':<12} {'VOCAB':<15} {'AGREES':<16} TEMPLATE")
         for name, info in models.items():
             size = sum(f.stat().st_size for f in (layout.models / name).iterdir() if f.is_file())
             mark = "*" if name == default else " "
             kept = read_kept(layout.models / name)
             vocab = "all" if kept is None else f"{len(kept)}/{info.pruned_from}"
+            agrees = agreement.recorded(layout.models / name)
+            agreed = "-" if agrees is None else f"{agrees:.1%}" + (
+                " (below bar)" if agrees < agreement.BAR else "")
             print(f"{mark} {name:<22} {info.architecture:<8} "
                   f"{info.parameter_count / 1e6:>6.0f}M {_human_size(size):>9} "
                   f"{info.context_length:>7} {info.quantization:<12} {vocab:<15} "
-                  f"{'yes' if info.chat_template else 'no (completion)'}")
+                  f"{agreed:<16} {'yes' if info.chat_template else 'no (completion)'}")
     elif args.model_command == "use":
         if args.name not in catalog.installed(layout.models):
             return fail(f"model {args.name!r} is not installed; run `hush model pull "

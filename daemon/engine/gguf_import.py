@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .agreement import write_reference
 from .architectures import SUPPORTED_ARCHITECTURES, build_decoder_spec
 from .errors import ModelError, UnsupportedModelError
 from .int8_rows import QuantizedRows, quantize_streamed
@@ -212,8 +213,9 @@ def _convert(source: _GGUF, out: Path, quantization: str, smooth: bool | None,
 
     if smooth is None:
         smooth = quantization in SMOOTHED_QUANTIZATIONS
-    smoother = (calibrate(source._reader, full_tokenizer_files, bos_token=bos, eos_token=eos,
-                          load=source.tensor) if smooth else None)
+    calibration = (calibrate(source._reader, full_tokenizer_files, bos_token=bos,
+                             eos_token=eos, load=source.tensor) if smooth else None)
+    smoother = calibration.smoother if calibration else None
 
     source.int8_vocabulary = quantization in _INT8_QUANTIZATIONS
 
@@ -257,6 +259,8 @@ def _convert(source: _GGUF, out: Path, quantization: str, smooth: bool | None,
         (out / name).write_bytes(content)
     if kept is not None:
         write_kept(out, kept, len(vocab.tokens))
+    elif calibration is not None:  # a pruned model reads other ids: nothing to compare
+        write_reference(out, calibration.held_out_ids, calibration.reference_top1)
 
     template = source.get("tokenizer.chat_template")
     info = ModelInfo(

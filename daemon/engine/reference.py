@@ -186,19 +186,22 @@ class ReferenceModel:
         return array
 
     def _embed(self, tokens: npt.NDArray[np.int64]) -> F32Array:
-        name = "token_embd.weight"
+        return self._rows("token_embd.weight", tokens)
+
+    def _rows(self, name: str, rows: npt.NDArray[np.int64]) -> F32Array:
+        """Some rows of a vocabulary matrix. Only those are dequantized: the whole matrix
+        takes seconds and gigabytes for large vocabularies. GGUFReader gives one row of
+        blocks per vocabulary entry."""
         if name in self._cache or name not in self._tensors:
-            return self.w(name)[tokens]  # a missing table: the loader says so
+            return self.w(name)[rows]  # a missing matrix: the loader says so
         from gguf.quants import dequantize
 
-        # Dequantize only the rows used: the whole matrix takes seconds for 262k vocabularies
-        # and calibration never needs the LM head. GGUFReader gives one row of blocks per token.
         tensor = self._tensors[name]
         try:
-            rows = dequantize(np.asarray(tensor.data)[tokens], tensor.tensor_type)
+            values = dequantize(np.asarray(tensor.data)[rows], tensor.tensor_type)
         except NotImplementedError:
-            return self.w(name)[tokens]  # an unsupported type: the loader says so
-        return np.asarray(rows, dtype=np.float32).reshape(len(tokens), -1)
+            return self.w(name)[rows]  # an unsupported type: the loader says so
+        return np.asarray(values, dtype=np.float32).reshape(len(rows), -1)
 
     def _shape(self, name: str) -> tuple[int, ...]:
         # GGUF lists dimensions innermost first; numpy wants them outermost first.
@@ -222,21 +225,48 @@ class ReferenceModel:
         return _rms_norm(x, self.w("output_norm.weight"), cfg.eps)
 
     def calibrate(self, sequences: Sequence[Sequence[int]], capture: Capture,
-                  layer_done: Callable[[], None] = lambda: None) -> None:
+                  layer_done: Callable[[], None] = lambda: None,
+                  held_out: Sequence[int] = ()) -> list[int]:
         """Run every sequence through the blocks one layer at a time, holding only that
         layer's weights in float32: bounded memory whatever the model's size (the importer's
-        calibration; the LM head is never needed). `layer_done` runs after each layer."""
+        calibration). `layer_done` runs after each layer. `held_out` ids go through too,
+        uncaptured, and the reference's top-1 next token at each of their positions is
+        returned (empty without them)."""
         cfg = self.config
-        xs = []
-        for ids in sequences:
-            x = self._embed(np.asarray(list(ids), dtype=np.int64))
-            xs.append(x * np.float32(math.sqrt(cfg.hidden)) if cfg.arch == "gemma3" else x)
+        xs = [self._embed_scaled(ids) for ids in sequences]
+        held = self._embed_scaled(held_out) if held_out else None
         for layer in range(cfg.n_layers):
             xs = [self._block(x, layer, capture) for x in xs]
+            if held is not None:
+                held = self._block(held, layer, None)
             prefix = f"blk.{layer}."
             for name in [n for n in self._cache if n.startswith(prefix)]:
                 del self._cache[name]
             layer_done()
+        if held is None:
+            return []
+        return self.top1(_rms_norm(held, self.w("output_norm.weight"), cfg.eps))
+
+    def top1(self, hidden: F32Array, chunk: int = 4096) -> list[int]:
+        """The LM head's argmax for each row of `hidden`, reading the head `chunk` vocabulary
+        rows at a time (the whole of Qwen's would be 0.93 GB in float32)."""
+        name = "output.weight" if self.has("output.weight") else "token_embd.weight"
+        best = np.full(len(hidden), -np.inf, dtype=np.float32)
+        arg = np.zeros(len(hidden), dtype=np.int64)
+        for start in range(0, self.vocab_size, chunk):
+            rows = self._rows(name, np.arange(start, min(self.vocab_size, start + chunk)))
+            logits = hidden @ rows.T
+            top = logits.argmax(axis=1)
+            value = logits[np.arange(len(hidden)), top]
+            better = value > best
+            best[better], arg[better] = value[better], top[better] + start
+        return [int(i) for i in arg]
+
+    def _embed_scaled(self, ids: Sequence[int]) -> F32Array:
+        x = self._embed(np.asarray(list(ids), dtype=np.int64))
+        if self.config.arch == "gemma3":
+            x = x * np.float32(math.sqrt(self.config.hidden))
+        return x
 
     def lm_head(self, hidden: F32Array) -> F32Array:
         # Tied embeddings when there is no separate output matrix.

@@ -104,8 +104,10 @@ def calibration_texts(
 
 
 def activation_maxima(model: ReferenceModel, sequences: Sequence[Sequence[int]],
-                      layer_done: Callable[[], None] = lambda: None) -> Maxima:
-    """Per-channel max |x| at the input of every linear layer, over all `sequences`."""
+                      layer_done: Callable[[], None] = lambda: None,
+                      held_out: Sequence[int] = ()) -> tuple[Maxima, list[int]]:
+    """Per-channel max |x| at the input of every linear layer, over all `sequences`, and the
+    reference's top-1 next tokens over `held_out` (computed in the same pass)."""
     maxima: Maxima = {}
 
     def capture(site: str, layer: int, x: F32Array) -> None:
@@ -113,8 +115,8 @@ def activation_maxima(model: ReferenceModel, sequences: Sequence[Sequence[int]],
         key = (site, layer)
         maxima[key] = np.maximum(maxima[key], peak) if key in maxima else peak
 
-    model.calibrate(sequences, capture, layer_done)
-    return maxima
+    top1 = model.calibrate(sequences, capture, layer_done, held_out)
+    return maxima, top1
 
 
 def smoothing_scales(act_max: F32Array, weight_max: F32Array, alpha: float) -> F32Array:
@@ -224,11 +226,13 @@ def calibrate(
     alpha: float | None = None,
     sites: Sequence[str] = SITES,
     load: Callable[[str], F32Array] | None = None,
-) -> Smoother | None:
+) -> Calibration | None:
     """The importer's hook: measure the activation maxima of the GGUF open in `reader` (a
-    gguf.GGUFReader) on the built-in texts, reading weights with `load` (the importer's, for
-    its error messages). None for architectures the reference model does not implement: those
-    are imported unsmoothed."""
+    gguf.GGUFReader) on the built-in texts, and the reference's next tokens over
+    agreement.HELD_OUT_TEXT, reading weights with `load` (the importer's, for its error
+    messages). None for architectures the reference model does not implement: those are
+    imported unsmoothed."""
+    from .agreement import HELD_OUT_TEXT
     from .tokenizer import Tokenizer
 
     try:
@@ -246,13 +250,25 @@ def calibrate(
     bos = int(bos_field) if wants_bos and bos_field is not None else None
     encode: Callable[[str], list[int]] = Tokenizer.from_files(tokenizer_files).encode
     sequences = []
-    for text in texts:
+    for text in [*texts, HELD_OUT_TEXT]:
         ids = encode(text)
         if bos is not None and ids[:1] != [bos]:
             ids = [bos, *ids]
         sequences.append(ids)
+    *sequences, held_out = sequences
     cfg = model.config
-    maxima = activation_maxima(model, sequences, lambda: release_mapped_pages(reader))
-    return Smoother(maxima, n_heads=cfg.n_heads,
-                    n_kv_heads=cfg.n_kv_heads, head_dim=cfg.head_dim,
-                    alpha=DEFAULT_ALPHA if alpha is None else alpha, sites=sites)
+    maxima, top1 = activation_maxima(model, sequences, lambda: release_mapped_pages(reader),
+                                     held_out)
+    smoother = Smoother(maxima, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads,
+                        head_dim=cfg.head_dim, alpha=DEFAULT_ALPHA if alpha is None else alpha,
+                        sites=sites)
+    return Calibration(smoother, held_out, top1)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    smoother: Smoother
+    held_out_ids: list[int]
+    """agreement.HELD_OUT_TEXT as the model reads it."""
+    reference_top1: list[int]
+    """The float32 reference's next token at each of those positions."""
