@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import ModelError, UnsupportedModelError
+from .rotation import Rotation
 
 F32Array = npt.NDArray[np.float32]
 
@@ -41,8 +42,10 @@ class TensorSource(Protocol):
 
     def tensor(self, name: str) -> F32Array: ...
 
-    def vocabulary_matrix(self, name: str) -> Any:
-        """The embedding table or the LM head: float32, or already int8 (int8_rows)."""
+    def vocabulary_matrix(self, name: str,
+                          rows: Callable[[F32Array], F32Array] | None = None) -> Any:
+        """The embedding table or the LM head: float32, or already int8 (int8_rows); `rows`
+        transforms each block of float32 rows first."""
 
 
 @dataclass(frozen=True)
@@ -88,11 +91,14 @@ LayerDone = Callable[[int, Any], None]
 
 
 def build_decoder_spec(source: TensorSource, arch: str,
-                       layer_done: LayerDone = lambda _i, _layer: None) -> tuple[Any, int]:
+                       layer_done: LayerDone = lambda _i, _layer: None,
+                       rotate: bool = False) -> tuple[Any, int]:
     """The filled CTranslate2 spec for a GGUF of architecture `arch`, and its context length.
 
     `layer_done` sees each layer before the next is read, so the importer can smooth and
-    quantize it there and only one layer's float32 weights are held at a time.
+    quantize it there and only one layer's float32 weights are held at a time. `rotate`
+    rotates the residual stream (rotation.py) as the spec is filled; the importer decides
+    for which architectures.
     """
     builder = _BUILDERS.get(arch)
     if builder is None:
@@ -102,7 +108,8 @@ def build_decoder_spec(source: TensorSource, arch: str,
             "architecture."
         )
     hp = HyperParameters.read(source, arch)
-    return builder(source, hp, layer_done), hp.context_length
+    rotation = Rotation.of_size(hp.hidden) if rotate else None
+    return builder(source, hp, layer_done, rotation), hp.context_length
 
 
 def _lm_head(source: TensorSource, embeddings: Any) -> Any:
@@ -123,7 +130,8 @@ def _qkv(source: TensorSource, prefix: str) -> tuple[F32Array, F32Array, F32Arra
 # --- llama, qwen2 ---------------------------------------------------------------------------
 
 
-def _build_llama_like(source: TensorSource, hp: HyperParameters, layer_done: LayerDone) -> Any:
+def _build_llama_like(source: TensorSource, hp: HyperParameters, layer_done: LayerDone,
+                      rotation: Rotation | None) -> Any:
     """Llama-style decoder: RMSNorm, SwiGLU, half-split rotary. Also Qwen 2 (Q/K/V biases)."""
     from ctranslate2.specs import TransformerDecoderModelSpec, common_spec
 
@@ -149,10 +157,19 @@ def _build_llama_like(source: TensorSource, hp: HyperParameters, layer_done: Lay
     )
     decoder = spec.decoder
     decoder.scale_embeddings = False
-    embeddings = source.vocabulary_matrix("token_embd.weight")
-    decoder.embeddings.weight = embeddings
-    decoder.layer_norm.gamma = source.tensor("output_norm.weight")
-    decoder.projection.weight = _lm_head(source, embeddings)
+    final_norm = source.tensor("output_norm.weight")
+    if rotation is None:
+        embeddings = source.vocabulary_matrix("token_embd.weight")
+        decoder.embeddings.weight = embeddings
+        decoder.layer_norm.gamma = final_norm
+        decoder.projection.weight = _lm_head(source, embeddings)
+    else:
+        decoder.embeddings.weight = source.vocabulary_matrix(
+            "token_embd.weight", rotation.embedding_rows)
+        decoder.layer_norm.gamma = np.ones_like(final_norm)
+        head = "output.weight" if "output.weight" in source.tensors else "token_embd.weight"
+        decoder.projection.weight = source.vocabulary_matrix(
+            head, lambda rows: rotation.head_rows(rows, final_norm))
 
     for i, layer in enumerate(decoder.layer):
         p = f"blk.{i}."
@@ -172,6 +189,8 @@ def _build_llama_like(source: TensorSource, hp: HyperParameters, layer_done: Lay
         ffn.linear_0_noact.weight = source.tensor(p + "ffn_up.weight")
         ffn.linear_1.weight = source.tensor(p + "ffn_down.weight")
         _apply_llama3_rope(attn, rope)
+        if rotation is not None:
+            rotation.layer(layer)
         layer_done(i, layer)
     return spec
 
@@ -279,7 +298,8 @@ def _gemma_norm(spec: Any, stored: F32Array) -> None:
     spec.layer_norm_use_residual = True
 
 
-def _build_gemma3(source: TensorSource, hp: HyperParameters, layer_done: LayerDone) -> Any:
+def _build_gemma3(source: TensorSource, hp: HyperParameters, layer_done: LayerDone,
+                  _rotation: None) -> Any:
     """Gemma 3 text decoder: local/global attention, QK norms, sandwich norms, GeGLU."""
     from ctranslate2.specs import TransformerDecoderModelSpec, common_spec
     from ctranslate2.specs.attention_spec import RotaryScalingType
@@ -351,7 +371,7 @@ def _build_gemma3(source: TensorSource, hp: HyperParameters, layer_done: LayerDo
     return spec
 
 
-_BUILDERS: dict[str, Callable[[TensorSource, HyperParameters, LayerDone], Any]] = {
+_BUILDERS: dict[str, Callable[[TensorSource, HyperParameters, LayerDone, Any], Any]] = {
     "llama": _build_llama_like,
     "qwen2": _build_llama_like,
     "gemma3": _build_gemma3,

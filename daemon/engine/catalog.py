@@ -241,7 +241,9 @@ def sha256_file(path: Path) -> str:
 def pull(name: str, models_dir: Path, downloads: Path,
          progress: Progress = lambda _m: None, *, install_as: str | None = None,
          prune: VocabPruning | None = None) -> ModelInfo:
-    """Fetch, verify and import a catalog model; a model already imported is reused.
+    """Fetch, verify and import a catalog model. A model already imported is reused, unless
+    an older importer made it and the import has improved since (ModelInfo.outdated): it is
+    then imported again from the same GGUF and replaces the old directory.
 
     install_as: the installed model's name (default: the catalog name); prune: import it
     with a smaller vocabulary (gguf_import.VocabPruning).
@@ -250,13 +252,24 @@ def pull(name: str, models_dir: Path, downloads: Path,
         raise _unknown(name)
     dest = models_dir / (install_as or name)
     if dest.exists():
-        return ModelInfo.load(dest)
+        info = ModelInfo.load(dest)
+        if not info.outdated:
+            return info
+        progress(f"{dest.name} was imported by an older version of Hush; importing it again")
     gguf = fetch_gguf(name, downloads, progress)
     pruned = f", vocabulary pruned to {prune.size:,}" if prune else ""
     progress(f"importing {name} into CTranslate2 int8{pruned}")
     models_dir.mkdir(parents=True, exist_ok=True)
-    return import_gguf(gguf, dest, quantization="int8", prune=prune,
-                       repetition_penalty=CATALOG[name].repetition_penalty)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.pulling-", dir=models_dir))
+    try:
+        import_gguf(gguf, staging / dest.name, quantization="int8", prune=prune,
+                    repetition_penalty=CATALOG[name].repetition_penalty)
+        if dest.exists():  # the old import: out of the way, then gone
+            dest.rename(staging / "replaced")
+        (staging / dest.name).rename(dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ModelInfo.load(dest)
 
 
 def remove(name: str, models_dir: Path) -> None:

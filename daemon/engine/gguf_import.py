@@ -100,17 +100,19 @@ class _GGUF:
         return np.array(array, dtype=np.float32,
                         copy=bool(np.may_share_memory(array, info.data)))
 
-    def vocabulary_matrix(self, name: str) -> F32Array | QuantizedRows:
+    def vocabulary_matrix(self, name: str, rows: Callable[[F32Array], F32Array] | None = None
+                          ) -> F32Array | QuantizedRows:
+        transform = rows or (lambda block: block)
         if not self.int8_vocabulary:
-            return self.tensor(name)
+            return transform(self.tensor(name))
         info = self._info(name)
-        rows = int(info.shape[-1])  # GGUF lists dimensions innermost first
+        n_rows = int(info.shape[-1])  # GGUF lists dimensions innermost first
 
         def read(start: int, stop: int) -> F32Array:
             chunk = self._dequantize(name, info, info.data[start:stop])
-            return np.asarray(chunk, dtype=np.float32).reshape(stop - start, -1)
+            return transform(np.asarray(chunk, dtype=np.float32).reshape(stop - start, -1))
 
-        return quantize_streamed(rows, read)
+        return quantize_streamed(n_rows, read)
 
     def _info(self, name: str) -> Any:
         info = self.tensors.get(name)
@@ -155,10 +157,13 @@ class VocabPruning:
 def import_gguf(
     gguf_path: Path, dest: Path, *, quantization: str = "int8", smooth: bool | None = None,
     prune: VocabPruning | None = None, repetition_penalty: float | None = None,
+    rotate: bool | None = None,
 ) -> ModelInfo:
     """Convert a GGUF model to a Hush model directory at `dest` (which must not exist).
 
     smooth: SmoothQuant rescaling (smoothing.py); None means on for int8 quantizations.
+    rotate: the residual rotation (rotation.py); None means on for int8 quantizations of the
+        architectures where it was measured to help.
     prune: a smaller vocabulary, for faster decoding at some cost in quality.
     repetition_penalty: the model's measured default, recorded in hush-model.json.
     """
@@ -174,7 +179,7 @@ def import_gguf(
     source = _GGUF(gguf_path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.importing-", dir=dest.parent))
     try:
-        info = _convert(source, tmp, quantization, smooth, prune, repetition_penalty)
+        info = _convert(source, tmp, quantization, smooth, prune, repetition_penalty, rotate)
         if dest.exists():
             raise ModelError(f"{dest} appeared while importing; remove it and import again.")
         os.rename(tmp, dest)
@@ -185,7 +190,8 @@ def import_gguf(
 
 
 def _convert(source: _GGUF, out: Path, quantization: str, smooth: bool | None,
-             prune: VocabPruning | None, repetition_penalty: float | None) -> ModelInfo:
+             prune: VocabPruning | None, repetition_penalty: float | None,
+             rotate: bool | None) -> ModelInfo:
     arch = str(source.require("general.architecture"))
     if arch not in SUPPORTED_ARCHITECTURES:
         raise UnsupportedModelError(
@@ -209,12 +215,25 @@ def _convert(source: _GGUF, out: Path, quantization: str, smooth: bool | None,
     # outlier channels drown the rest; per-channel scales are folded into the weights.
     # Calibrated with the whole vocabulary: a pruned model is then exactly the full one with
     # fewer LM-head rows, and its quality cost is the pruning's alone.
+    from .reference import SITES
+    from .rotation import ROTATED_ARCHITECTURES, UNROTATED_SITES
     from .smoothing import SMOOTHED_QUANTIZATIONS, calibrate
 
     if smooth is None:
         smooth = quantization in SMOOTHED_QUANTIZATIONS
+    # The residual rotation (rotation.py) removes the outliers at the Q/K/V and gate/up
+    # inputs, so SmoothQuant then rescales only the inputs it cannot reach.
+    if rotate is None:
+        rotate = quantization in SMOOTHED_QUANTIZATIONS and arch in ROTATED_ARCHITECTURES
+    elif rotate and arch not in ROTATED_ARCHITECTURES:
+        raise UnsupportedModelError(
+            f"The residual rotation is implemented for {', '.join(ROTATED_ARCHITECTURES)} "
+            f"models, not {arch!r}; import this model without it."
+        )
+    sites = UNROTATED_SITES if rotate else SITES
     calibration = (calibrate(source._reader, full_tokenizer_files, bos_token=bos,
-                             eos_token=eos, load=source.tensor) if smooth else None)
+                             eos_token=eos, load=source.tensor, sites=sites)
+                   if smooth else None)
     smoother = calibration.smoother if calibration else None
 
     source.int8_vocabulary = quantization in _INT8_QUANTIZATIONS
@@ -225,7 +244,7 @@ def _convert(source: _GGUF, out: Path, quantization: str, smooth: bool | None,
         _quantize(layer, quantization)
         release_mapped_pages(source._reader)
 
-    spec, context_length = build_decoder_spec(source, arch, layer_done)
+    spec, context_length = build_decoder_spec(source, arch, layer_done, rotate=rotate)
     rows = int(spec.decoder.embeddings.weight.shape[0])
     if rows < len(tokens):
         raise ModelError(

@@ -11,6 +11,11 @@ from .errors import ModelError
 
 MODEL_INFO_FILE = "hush-model.json"
 FORMAT_VERSION = 1
+# What the importer does to the weights, bumped when a new import gives a better model from
+# the same GGUF: 1, SmoothQuant; 2, the residual rotation for llama models.
+IMPORT_REVISION = 2
+# The revision at which each architecture's import last changed (1 where it never did).
+_CHANGED_AT = {"llama": 2}
 
 _T = TypeVar("_T")
 
@@ -38,8 +43,14 @@ class ModelInfo:
     repetition_penalty: float | None = None
     """The measured default for requests that set none (the catalog's); None: the engine's
     general default."""
+    import_revision: int = IMPORT_REVISION
     format_version: int = FORMAT_VERSION
     path: Path | None = field(default=None, compare=False)
+
+    @property
+    def outdated(self) -> bool:
+        """An older importer made it, and importing the same GGUF now gives a better model."""
+        return self.import_revision < _CHANGED_AT.get(self.architecture, 1)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -85,7 +96,8 @@ class ModelInfo:
             raise ValueError(
                 f"format_version is {version!r}, this version of Hush reads {FORMAT_VERSION}"
             )
-        known = {f.name for f in fields(cls)} - {"path", "pruned_from", "repetition_penalty"}
+        known = {f.name for f in fields(cls)} - {"path", "pruned_from", "repetition_penalty",
+                                                  "import_revision"}
         missing = known - data.keys() - {"format_version"}
         if missing:
             raise KeyError(f"missing fields: {', '.join(sorted(missing))}")
@@ -103,6 +115,9 @@ class ModelInfo:
             # Written only by importers that can prune; older files mean "not pruned".
             pruned_from=_typed(data, "pruned_from", int) if data.get("pruned_from") else None,
             repetition_penalty=_optional_positive(data, "repetition_penalty"),
+            # Files from before revisions were recorded are revision 1.
+            import_revision=_typed(data, "import_revision", int)
+            if "import_revision" in data else 1,
             format_version=version,
             path=model_dir,
         )

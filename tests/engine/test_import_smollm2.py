@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,14 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from hush.daemon import paths
 from hush.daemon.engine import catalog
 from hush.daemon.engine.errors import ModelError
 from hush.daemon.engine.generator import Engine, GenerationOptions
 from hush.daemon.engine.gguf_import import import_gguf
-from hush.daemon.engine.model_info import ModelInfo
+from hush.daemon.engine.model_info import IMPORT_REVISION, ModelInfo
 from hush.daemon.engine.quiz import ask_all, load_questions
 
 from ..quiz import PASS_MARK, easy_questions
+
+DOWNLOADS = paths.CacheLayout.default().downloads
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +82,31 @@ def test_import_holds_at_most_the_model_plus_1_gib(smollm2_gguf: Path, tmp_path:
 def test_import_refuses_existing_destination(smollm2_gguf: Path, smollm2_dir: Path) -> None:
     with pytest.raises(ModelError, match="already exists"):
         import_gguf(smollm2_gguf, smollm2_dir)
+
+
+def test_pull_imports_again_what_an_older_importer_made(
+        smollm2_dir: Path, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    old = models / "smollm2-135m"
+    shutil.copytree(smollm2_dir, old)
+    info_file = old / "hush-model.json"
+    data = json.loads(info_file.read_text())
+    del data["import_revision"]  # what importers before revisions wrote
+    info_file.write_text(json.dumps(data))
+    (old / "model.bin").write_bytes(b"an older import")
+    messages: list[str] = []
+    downloads = Path(catalog.fetch_gguf("smollm2-135m", DOWNLOADS)).parent
+    info = catalog.pull("smollm2-135m", models, downloads, messages.append)
+    assert info.import_revision == IMPORT_REVISION
+    assert any("older version of Hush" in m for m in messages), messages
+    assert (old / "model.bin").read_bytes() == (smollm2_dir / "model.bin").read_bytes()
+    assert sorted(p.name for p in models.iterdir()) == ["smollm2-135m"]  # no staging left
+    # At the current revision the install is reused as it is.
+    stamp = (old / "model.bin").stat().st_mtime_ns
+    messages.clear()
+    catalog.pull("smollm2-135m", models, downloads, messages.append)
+    assert (old / "model.bin").stat().st_mtime_ns == stamp and not messages
 
 
 def test_tokenizer_matches_reference_ids(engine: Engine) -> None:
