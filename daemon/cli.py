@@ -67,7 +67,9 @@ def install_parser() -> argparse.ArgumentParser:
     scope.add_argument("--user", action="store_true", help="user service (systemctl --user)")
     p.add_argument("--root", type=Path, default=Path("/"),
                    help="write under this directory instead of / and run no systemctl")
-    p.add_argument("--no-model", action="store_true", help="do not pull the default model")
+    p.add_argument("--model", help="catalog model to serve and pull (default: the best "
+                   "measured one that fits this machine's memory, see `hush model list`)")
+    p.add_argument("--no-model", action="store_true", help="do not pull the model")
     p.add_argument("--source", type=Path, help="the Hush checkout holding systemd/ and "
                    "policies/ (default: the one this package was installed from)")
     p.add_argument("--purge", action="store_true",
@@ -82,7 +84,7 @@ def install_main(command: str, argv: list[str]) -> int:
     try:
         if command == "install":
             install.install(user=args.user, root=args.root, source=args.source,
-                            pull_model=None if args.no_model else "smollm2-135m")
+                            model=args.model, pull_model=not args.no_model)
         else:
             install.uninstall(user=args.user, root=args.root, purge=args.purge)
     except HushError as exc:

@@ -20,7 +20,10 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import yaml
+
 from .errors import HushError
+from .paths import DEFAULT_MODEL_FILE, choose_model, chosen_model
 
 Say = Callable[[str], None]
 
@@ -86,10 +89,19 @@ def _run(cmd: list[str], say: Say, *, input: bytes | None = None,
                         code="install")
 
 
-def install(*, user: bool, root: Path = Path("/"), pull_model: str | None = "smollm2-135m",
-            source: Path | None = None, say: Say = print) -> None:
+def install(*, user: bool, root: Path = Path("/"), model: str | None = None,
+            pull_model: bool = True, source: Path | None = None, say: Say = print) -> None:
+    """`model` None: the one an earlier install chose (an upgrade keeps it), else the best
+    measured model that fits this machine's memory, as a plain `hush model pull` picks it."""
     live = root == Path("/")
     layout = Layout.for_scope(user=user, root=root)
+    model = model or _installed_choice(layout)
+    if model is None:
+        from .engine import catalog
+
+        memory = catalog.machine_memory_mb()
+        model = catalog.best_fit(memory).name
+        say(f"model: {model}, the best measured one for {memory / 1024:.1f} GB of memory")
     venv = Path(sys.prefix)
     source = source or default_source()
     units = _source(source, "systemd", "user") if user else _source(source, "systemd")
@@ -103,25 +115,40 @@ def install(*, user: bool, root: Path = Path("/"), pull_model: str | None = "smo
         if live:
             _run(["systemd-sysusers"], say)
     if not user:
-        _write(layout.config / "hushd.yaml",
-               (_source(source, "systemd") / "hushd.yaml.example").read_text(), say, mode=0o640,
-               keep=True)
+        example = (_source(source, "systemd") / "hushd.yaml.example").read_text()
+        _write(layout.config / "hushd.yaml", example.replace("@MODEL@", model), say,
+               mode=0o640, keep=True)
         _seal_key(layout.config / "hush.key.cred", live=live, say=say)
+    elif chosen_model(layout.config) != model:
+        # The user daemon reads its model from the choice `hush model use` also writes.
+        choose_model(layout.config, model)
+        say(f"wrote {layout.config / DEFAULT_MODEL_FILE}")
     # Only the balanced default is active; the others are examples to copy from.
     for policy in sorted(_source(source, "policies").glob("default.yaml")):
         _write(layout.config / "policies" / policy.name, policy.read_text(), say, keep=True)
     if pull_model:
         if live:
-            _run([str(venv / "bin" / "hush"), "model", "pull", pull_model], say,
+            _run([str(venv / "bin" / "hush"), "model", "pull", model], say,
                  env=dict(os.environ, HUSH_CACHE_DIR=str(layout.cache)))
         else:
-            say(f"would pull {pull_model} into {layout.cache}")
+            say(f"would pull {model} into {layout.cache}")
     if live:
         scope = ["--user"] if user else []
         _run(["systemctl", *scope, "daemon-reload"], say)
         _run(["systemctl", *scope, "enable", "--now", "hushd.socket"], say)
         say("installed: `hush status` answers once the socket is up (the daemon starts on "
             "first use)")
+
+
+def _installed_choice(layout: Layout) -> str | None:
+    if layout.user:
+        return chosen_model(layout.config)
+    try:
+        settings = yaml.safe_load((layout.config / "hushd.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    model = settings.get("model") if isinstance(settings, dict) else None
+    return model if isinstance(model, str) and model else None
 
 
 def _seal_key(cred: Path, *, live: bool, say: Say) -> None:

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
+from hush.daemon.engine import catalog
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -27,6 +31,23 @@ def test_system_install_writes_units_for_this_venv(tmp_path: Path) -> None:
     assert "allow_groups: [hush]" in config.read_text()
     assert oct(config.stat().st_mode & 0o777) == "0o640"
     assert "seal a new key" in result.stdout
+    # The service serves the model a plain `hush model pull` would pick for this machine.
+    best = catalog.best_fit(catalog.machine_memory_mb()).name
+    assert yaml.safe_load(config.read_text())["model"] == best
+    assert "@MODEL@" not in config.read_text()
+
+
+def test_install_names_the_model_it_would_pull(tmp_path: Path) -> None:
+    result = _hushd("install", "--system", "--root", str(tmp_path), "--model",
+                    "qwen2.5-coder-0.5b")
+    assert result.returncode == 0, result.stderr
+    assert "would pull qwen2.5-coder-0.5b" in result.stdout
+    config = yaml.safe_load((tmp_path / "etc/hush/hushd.yaml").read_text())
+    assert config["model"] == "qwen2.5-coder-0.5b"
+    # An upgrade keeps the configured model and pulls that one, not a new pick.
+    again = _hushd("install", "--system", "--root", str(tmp_path))
+    assert again.returncode == 0, again.stderr
+    assert "would pull qwen2.5-coder-0.5b" in again.stdout
 
 
 def test_upgrade_keeps_configuration_and_key(tmp_path: Path) -> None:
@@ -50,6 +71,9 @@ def test_user_install_and_uninstall_keep_data(tmp_path: Path) -> None:
     assert f"ExecStart={sys.prefix}/bin/hushd" in unit.read_text()
     policy = tmp_path / "home/alice/.config/hush/policies/default.yaml"
     assert policy.exists()
+    best = catalog.best_fit(catalog.machine_memory_mb()).name
+    chosen = tmp_path / "home/alice/.config/hush/default-model"
+    assert chosen.read_text().strip() == best
     removed = _hushd("uninstall", "--user", "--root", str(tmp_path), env=env)
     assert removed.returncode == 0, removed.stderr
     assert not unit.exists() and policy.exists()
