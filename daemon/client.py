@@ -6,16 +6,43 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
+import pwd
+import socket
+import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
-from . import __version__
+from . import __version__, paths
 from .errors import DaemonUnavailable, HushError
 from .protocol import PROTOCOL_VERSION, DaemonHello, ErrorEvent, Event, encode
 
 # The daemon's frames are bounded by its own limit; tokens are small, results can be larger.
 _READ_LIMIT = 16 * 1024 * 1024
+
+# The account the system service runs as (systemd/hush.sysusers, hushd.service's User=).
+SERVICE_USER = "hush"
+
+
+def trusted_daemon_uids() -> set[int]:
+    """Whom a client may send its words to: itself, root, and the service user if it exists."""
+    uids = {os.getuid(), 0}
+    with contextlib.suppress(KeyError):
+        uids.add(pwd.getpwnam(SERVICE_USER).pw_uid)
+    return uids
+
+
+def check_daemon_peer(sock: socket.socket, path: Path) -> None:
+    """Refuse a listener run by anyone else, as ssh checks the host before sending a secret."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, _gid = struct.unpack("3i", raw)
+    if uid not in trusted_daemon_uids():
+        raise HushError(
+            f"the process listening on {path} (pid {pid}) runs as uid {uid}, which is neither "
+            f"you, root nor the {SERVICE_USER!r} service user: it may be posing as hushd, so "
+            "nothing was sent. Find out who made that socket (`ls -l`), or point --socket / "
+            "HUSH_SOCKET at your daemon's socket", code="untrusted_daemon")
 
 
 def _unavailable(path: Path, why: str) -> DaemonUnavailable:
@@ -42,6 +69,7 @@ class Client:
 
     @classmethod
     async def connect(cls, path: Path, *, timeout: float = 10.0) -> Client:  # noqa: ASYNC109
+        paths.check_client_socket_dir(path)
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_unix_connection(str(path), limit=_READ_LIMIT), timeout
@@ -57,6 +85,7 @@ class Client:
             raise _unavailable(path, f"no answer within {timeout:g} s") from None
         client = cls(path, reader, writer)
         try:
+            check_daemon_peer(writer.get_extra_info("socket"), path)  # before a single byte
             await asyncio.wait_for(client._handshake(), timeout)
         except BaseException:
             await client.close()

@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from . import __version__, systemd
+from . import __version__, paths, systemd
 from .config import Settings
 from .connection import Connection, Peer, peer_credentials
 from .documents import summarize_for_inbox
@@ -48,10 +48,9 @@ _RESTART_ONLY = ("socket", "socket_mode", "socket_group", "state_dir", "config_d
                  "decode_workers", "max_batch", "lazy_load", "inbox_dir", "outbox_dir")
 
 
-def prepare_socket_path(path: Path) -> None:
-    """Create the parent (0700 if we make it) and clear a stale socket left by a crash."""
-    if not path.parent.exists():
-        path.parent.mkdir(mode=0o700, parents=True)
+def prepare_socket_path(path: Path, *, shared_with_group: bool = False) -> None:
+    """Check the parent is ours and private (0700 if we make it); clear a stale socket."""
+    paths.private_dir(path.parent, create=True, group_may_enter=shared_with_group)
     if not path.exists() and not path.is_symlink():
         return
     if not stat.S_ISSOCK(path.lstat().st_mode):
@@ -86,7 +85,7 @@ def bind_socket(settings: Settings) -> socket.socket:
     if len(os.fsencode(path)) > 107:
         raise HushError(f"socket path {path} is longer than the 107 bytes Unix allows; "
                         "choose a shorter --socket", code="socket")
-    prepare_socket_path(path)
+    prepare_socket_path(path, shared_with_group=settings.socket_group is not None)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)  # never exists with wider permissions, not even briefly
     try:

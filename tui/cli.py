@@ -40,7 +40,8 @@ EPILOG = """exit status:
 
 def _add_socket(p: argparse.ArgumentParser, *, default: object) -> None:
     p.add_argument("--socket", type=Path, default=default,
-                   help="daemon socket (default: $HUSH_SOCKET or $XDG_RUNTIME_DIR/hush/hushd.sock)")
+                   help="daemon socket (default: $HUSH_SOCKET, else "
+                   "$XDG_RUNTIME_DIR/hush/hushd.sock, else $TMPDIR/hush-UID/hushd.sock)")
 
 
 def parser() -> argparse.ArgumentParser:
