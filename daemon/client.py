@@ -12,7 +12,7 @@ import socket
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeGuard, cast
 
 from . import __version__, paths
 from .errors import DaemonUnavailable, HushError
@@ -52,6 +52,13 @@ def _unavailable(path: Path, why: str) -> DaemonUnavailable:
     )
 
 
+def _is_frame(value: object) -> TypeGuard[dict[str, Any]]:
+    if not isinstance(value, dict) or not isinstance(value.get("type"), str):
+        return False
+    return value["type"] != "error" or (isinstance(value.get("code"), str)
+                                        and isinstance(value.get("message"), str))
+
+
 class RequestFailed(HushError):
     """The daemon answered a request with an `error` event."""
 
@@ -87,6 +94,11 @@ class Client:
         try:
             check_daemon_peer(writer.get_extra_info("socket"), path)  # before a single byte
             await asyncio.wait_for(client._handshake(), timeout)
+        except TimeoutError:
+            await client.close()
+            raise DaemonUnavailable(f"the daemon on {path} accepted the connection but did not "
+                                    f"say hello within {timeout:g} s; is it stuck? Its log may "
+                                    "say why") from None
         except BaseException:
             await client.close()
             raise
@@ -118,9 +130,13 @@ class Client:
         with contextlib.suppress(ConnectionError):
             # A daemon that refuses us writes why and closes; read that rather than EPIPE.
             await self._writer.drain()
-        frame = await self._read_frame()
+        try:
+            frame = await self._read_frame()
+        except ConnectionError:  # e.g. EPIPE: it closed before reading our hello
+            frame = None
         if frame is None:
-            raise _unavailable(self.path, "it closed the connection")
+            raise DaemonUnavailable(f"the daemon on {self.path} closed the connection before "
+                                    "saying hello; its log says why (or it is not hushd)")
         if frame.get("type") == "error":
             error = cast(ErrorEvent, frame)
             raise RequestFailed(error["message"], code=error["code"])
@@ -133,12 +149,16 @@ class Client:
         self.hello = cast(DaemonHello, frame)
 
     async def _read_frame(self) -> dict[str, Any] | None:
-        line = await self._reader.readline()
-        if not line:
-            return None
-        value = json.loads(line)
-        if not isinstance(value, dict):
-            raise HushError("the daemon sent a frame that is not a JSON object", code="bad_frame")
+        try:
+            line = await self._reader.readline()
+            if not line:
+                return None
+            value = json.loads(line)
+        except ValueError:  # not JSON, not UTF-8, or a line past the read limit
+            value = None
+        if not _is_frame(value):
+            raise HushError(f"the daemon on {self.path} sent something that is not a Hush "
+                            "frame; is hushd what listens there?", code="bad_frame")
         return value
 
     async def _read_loop(self) -> None:
@@ -155,8 +175,10 @@ class Client:
                     for q in self._pending.values():
                         q.put_nowait(RequestFailed(error["message"], code=error["code"]))
             failure = DaemonUnavailable("the daemon closed the connection (did it stop?)")
-        except (ConnectionError, ValueError) as exc:
+        except ConnectionError as exc:
             failure = DaemonUnavailable(f"lost the connection to the daemon: {exc}")
+        except HushError as exc:
+            failure = exc
         for q in self._pending.values():
             q.put_nowait(failure)
 
