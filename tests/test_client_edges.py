@@ -1,4 +1,4 @@
-"""The command line against daemons that misbehave.
+"""The command line against daemons that misbehave, and files that are not files.
 
 Each case must end with a clear `hush: …` message and a non-zero exit, never a traceback,
 an exit 0 with no output, or a hang. The misbehaving daemons are real listeners on real sockets
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -17,6 +18,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from .conftest import Daemon
+
+CORPUS = Path(__file__).parent / "summarize" / "corpus"
 
 
 def _close_at_once(conn: socket.socket) -> None:
@@ -119,3 +124,27 @@ def test_garbage_in_answer_to_a_request_gets_a_clear_error(short_dir: Path) -> N
     assert process.returncode == 1, (out, err)
     assert "sent something that is not a Hush frame" in err
     assert "Traceback" not in err
+
+
+def test_summarize_refuses_what_is_not_a_regular_file(started_tiny_daemon: Daemon,
+                                                      short_dir: Path) -> None:
+    fifo = short_dir / "pipe.txt"
+    os.mkfifo(fifo)
+    folder = short_dir / "folder"
+    folder.mkdir()
+    cases = [(fifo, "not a regular file"), (folder, "it is a directory"),
+             (short_dir / "missing.txt", "No such file or directory")]
+    for path, expected in cases:
+        result = started_tiny_daemon.hush("summarize", str(path), timeout=30)  # no hang
+        assert result.returncode == 1, result
+        assert f"hush: cannot read {path}: " in result.stderr and expected in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_summarize_follows_a_symlink_the_user_names(started_tiny_daemon: Daemon,
+                                                    short_dir: Path) -> None:
+    link = short_dir / "letter.txt"
+    link.symlink_to(CORPUS / "complaint_letter.txt")
+    result = started_tiny_daemon.hush("summarize", "--json", str(link))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1])["type"] == "done"
