@@ -13,9 +13,12 @@ import unicodedata
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import PurePosixPath
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ..errors import HushError
+
+if TYPE_CHECKING:
+    from pypdf import PdfReader
 
 DocumentKind = Literal["text", "markdown", "html", "pdf"]
 
@@ -33,6 +36,13 @@ MEDIA_TYPES: dict[str, DocumentKind] = {
     "application/xhtml+xml": "html",
     "application/pdf": "pdf",
 }
+# A PDF's page contents may decompress to at most this many bytes per byte of the file (with
+# a floor for small files). Text PDFs expand about 3 to 10 times; a "bomb" shares one stream of
+# a repeated letter between many pages and expands thousands of times.
+MAX_PDF_EXPANSION = 100
+MIN_PDF_CONTENT_BUDGET = 4_000_000
+MAX_PDF_PAGES = 5000
+
 _SUFFIXES = {suffix: kind for kind, suffixes in SUPPORTED_TYPES.items() for suffix in suffixes}
 
 # Binary formats people will try; naming them makes the error say what the file really is.
@@ -91,6 +101,7 @@ def extract_text(
     media_type: str | None = None,
     max_bytes: int | None = None,
     max_chars: int | None = None,
+    max_pages: int = MAX_PDF_PAGES,
 ) -> Document:
     """Read a document's text from its bytes.
 
@@ -99,11 +110,14 @@ def extract_text(
         filename: its name, for the type (only the last component is used; nothing is opened).
         media_type: a MIME type from the client, used when the name has no known suffix.
         max_bytes: refuse larger inputs before parsing anything.
-        max_chars: refuse extracted text longer than this (a small PDF can hold much text).
+        max_chars: refuse extracted text longer than this (a small PDF can hold much text);
+            a PDF's extraction stops as soon as it is clearly over.
+        max_pages: refuse PDFs with more pages.
 
     Raises:
         UnsupportedDocument: not one of `SUPPORTED_TYPES`; the message names them.
-        DocumentTooLarge: over `max_bytes` or `max_chars`.
+        DocumentTooLarge: over `max_bytes`, `max_chars` or `max_pages`, or a PDF whose
+            contents expand more than `MAX_PDF_EXPANSION` times.
         DocumentError: broken, password-protected, or without any text.
     """
     name = PurePosixPath(filename.replace("\\", "/")).name or "document"
@@ -114,7 +128,7 @@ def extract_text(
         )
     kind = _detect(data, name, media_type)
     if kind == "pdf":
-        document = _pdf(data, name)
+        document = _pdf(data, name, max_chars=max_chars, max_pages=max_pages)
     else:
         text = _decode(data, name)
         if kind == "html":
@@ -126,11 +140,14 @@ def extract_text(
     if not document.text.strip():
         raise DocumentError(f"{name} holds no text to summarize.")
     if max_chars is not None and len(document.text) > max_chars:
-        raise DocumentTooLarge(
-            f"{name} holds {len(document.text):,} characters of text; the limit is "
-            f"{max_chars:,}. Split it into parts."
-        )
+        raise _too_many_chars(name, f"{len(document.text):,}", max_chars)
     return document
+
+
+def _too_many_chars(name: str, count: str, limit: int) -> DocumentTooLarge:
+    return DocumentTooLarge(
+        f"{name} holds {count} characters of text; the limit is {limit:,}. Split it into parts."
+    )
 
 
 def _detect(data: bytes, name: str, media_type: str | None) -> DocumentKind:
@@ -274,7 +291,11 @@ def _html(text: str) -> Document:
     return Document(_tidy(body), "html", " ".join(title.split()) if title else None)
 
 
-def _pdf(data: bytes, name: str) -> Document:
+class _TooMuchText(Exception):
+    """Raised from pypdf's text visitor to stop an extraction that is over the limit."""
+
+
+def _pdf(data: bytes, name: str, *, max_chars: int | None, max_pages: int) -> Document:
     from pypdf import PdfReader
     from pypdf.errors import FileNotDecryptedError, PyPdfError
 
@@ -295,8 +316,15 @@ def _pdf(data: bytes, name: str) -> Document:
                     f"{name} is a password-protected PDF. Save an unprotected copy (for example "
                     "print it to PDF after entering the password) and summarize that."
                 )
-        pages = [page.extract_text() or "" for page in reader.pages]
+        if len(reader.pages) > max_pages:
+            raise DocumentTooLarge(f"{name} has {len(reader.pages):,} pages; the limit is "
+                                   f"{max_pages:,}. Split it into parts.")
+        _check_expansion(reader, name, len(data))
+        pages = _page_texts(reader, max_chars)
         meta_title = reader.metadata.title if reader.metadata else None
+    except _TooMuchText:
+        assert max_chars is not None
+        raise _too_many_chars(name, "more than " + f"{max_chars:,}", max_chars) from None
     except DocumentError:
         raise
     except broken as exc:
@@ -311,3 +339,37 @@ def _pdf(data: bytes, name: str) -> Document:
         )
     title = str(meta_title).strip() if meta_title else None
     return Document(text, "pdf", title or None, len(pages))
+
+
+def _check_expansion(reader: PdfReader, name: str, size: int) -> None:
+    """Refuse a PDF whose page contents decompress to far more than the file's size.
+
+    Counted per page, so one stream that many pages share counts once for each: that is what
+    text extraction would read. pypdf decodes a shared stream once and keeps the result.
+    """
+    budget = max(MIN_PDF_CONTENT_BUDGET, MAX_PDF_EXPANSION * size)
+    expanded = 0
+    for page in reader.pages:
+        contents = page.get_contents()
+        expanded += len(contents.get_data()) if contents is not None else 0
+        if expanded > budget:
+            raise DocumentTooLarge(
+                f"{name} is a {size:,}-byte PDF whose pages expand to more than {budget:,} "
+                "bytes (a decompression bomb, or an unusual file); it was not read. Print it "
+                "to a new PDF, or split it, and try again."
+            )
+
+
+def _page_texts(reader: PdfReader, max_chars: int | None) -> list[str]:
+    # Raw fragments carry whitespace that tidying removes, so stop only at twice the limit
+    # here; the exact limit is checked on the final text.
+    stop_at = None if max_chars is None else 2 * max_chars
+    seen = 0
+
+    def count(text: str, *_args: object) -> None:
+        nonlocal seen
+        seen += len(text)
+        if stop_at is not None and seen > stop_at:
+            raise _TooMuchText
+
+    return [page.extract_text(visitor_text=count) or "" for page in reader.pages]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 
 import pytest
@@ -16,7 +17,7 @@ from hush.daemon.summarize.loaders import (
 )
 
 from .conftest import CORPUS
-from .pdfgen import make_pdf
+from .pdfgen import make_pdf, make_shared_stream_pdf
 
 
 def test_corpus_has_every_type_and_a_long_document() -> None:
@@ -153,6 +154,29 @@ def test_limits() -> None:
         extract_text(b"x" * 11, filename="a.txt", max_bytes=10)
     with pytest.raises(DocumentTooLarge, match="characters"):
         extract_text(b"word " * 100, filename="a.txt", max_chars=50)
+
+
+def test_pdf_bomb_is_refused_before_its_text_is_read() -> None:
+    bomb = make_shared_stream_pdf(pages=20, chars_per_page=5_000_000)
+    started = time.monotonic()
+    with pytest.raises(DocumentTooLarge, match="expand to more than") as caught:
+        extract_text(bomb, filename="bomb.pdf")
+    assert caught.value.code == "document_too_large"
+    assert time.monotonic() - started < 10  # reading one of its pages alone takes ~4 s
+
+
+def test_pdf_text_stops_at_the_character_limit() -> None:
+    # One page of 200,000 letters: within the expansion budget, over the character limit.
+    pdf = make_shared_stream_pdf(pages=1, chars_per_page=200_000)
+    with pytest.raises(DocumentTooLarge, match="more than 50,000 characters"):
+        extract_text(pdf, filename="dense.pdf", max_chars=50_000)
+
+
+def test_pdf_page_limit() -> None:
+    pdf = make_pdf("\n\n".join(f"Page {n} text." for n in range(12)), lines_per_page=2)
+    with pytest.raises(DocumentTooLarge, match="pages; the limit is 3"):
+        extract_text(pdf, filename="long.pdf", max_pages=3)
+    assert extract_text(pdf, filename="long.pdf").pages == 12
 
 
 def test_empty_document() -> None:
