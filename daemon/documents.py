@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -151,18 +152,25 @@ async def summarize(server: Server, uid: int, request_id: str, upload: Upload,
 
 
 def summarize_for_inbox(server: Server, loop: asyncio.AbstractEventLoop
-                        ) -> Callable[[bytes, str], str]:
+                        ) -> Callable[[bytes, str, threading.Event], str]:
     """The inbox's worker thread calls this; the work hops to the daemon's loop."""
-    import os
 
-    async def run(data: bytes, filename: str) -> str:
+    async def run(data: bytes, filename: str, stop: threading.Event) -> str:
         upload = Upload(filename, None, [data], len(data), complete=True)
         result = await summarize(server, os.getuid(), f"inbox-{time.time():.0f}", upload,
-                                 SummarizeParams(document="inbox"), _drop, threading.Event())
+                                 SummarizeParams(document="inbox"), _drop, stop)
         return str(result["summary"])
 
-    def summarize_bytes(data: bytes, filename: str) -> str:
-        return asyncio.run_coroutine_threadsafe(run(data, filename), loop).result()
+    def summarize_bytes(data: bytes, filename: str, stop: threading.Event) -> str:
+        future = asyncio.run_coroutine_threadsafe(run(data, filename, stop), loop)
+        while True:
+            try:
+                return future.result(timeout=0.2)
+            except TimeoutError:
+                if stop.is_set():
+                    # Also ends an extraction under way (its child is killed).
+                    future.cancel()
+                    raise HushError("the daemon is stopping", code="cancelled") from None
 
     return summarize_bytes
 

@@ -149,6 +149,7 @@ class Server:
             "threads_from": self.threads_from,
             "openmp": openmp_runtime(),
             "fast_paths": fast_paths.describe(),
+            "inbox": self.inbox.describe() if self.inbox is not None else None,
         }
 
     def allowed(self, peer: Peer) -> bool:
@@ -229,7 +230,6 @@ class Server:
         self.inbox = Inbox(inbox, outbox, summarize_for_inbox(self, asyncio.get_running_loop()),
                            max_bytes=limit)
         self.inbox.start()
-        log.info("watching inbox %s; summaries go to %s", inbox, outbox)
 
     async def apply_retention(self) -> None:
         """The policy's retention, at start and then hourly (a store that is locked waits)."""
@@ -293,6 +293,8 @@ class Server:
         if self.own_socket:
             with contextlib.suppress(FileNotFoundError):
                 self.settings.socket.unlink()
+        if self.inbox is not None:  # its summary under way stops now, and is redone next start
+            await asyncio.to_thread(self.inbox.stop)
         inflight = [t for c in self.connections for t in c.tasks.values()]
         if inflight:
             _done, pending = await asyncio.wait(inflight, timeout=self.settings.shutdown_grace_s)
@@ -311,8 +313,6 @@ class Server:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.scheduler.close()
-        if self.inbox is not None:
-            await asyncio.to_thread(self.inbox.stop)
         await self.history.close()
         await self.guard.stop()
         log.info("stopped")

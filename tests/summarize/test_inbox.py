@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from hush.daemon.errors import HushError
 from hush.daemon.summarize.inbox import Inbox
 from hush.daemon.summarize.loaders import extract_text
 
@@ -25,7 +26,7 @@ class Recorder:
         self.lock = threading.Lock()
         self.fail_on: str | None = None
 
-    def __call__(self, data: bytes, name: str) -> str:
+    def __call__(self, data: bytes, name: str, _stop: threading.Event | None = None) -> str:
         with self.lock:
             self.calls.append((name, data))
         if name == self.fail_on:
@@ -184,3 +185,63 @@ def test_files_present_at_start_and_done_ones_skipped(dirs: tuple[Path, Path],
     time.sleep(SETTLE * 3)
     second.stop()
     assert recorder.names() == ["waiting.txt"]
+
+
+@pytest.mark.parametrize("unsafe", ["writable", "symlink"])
+def test_unsafe_outbox_is_refused(tmp_path: Path, recorder: Recorder, unsafe: str,
+                                  caplog: pytest.LogCaptureFixture) -> None:
+    source, outbox = tmp_path / "inbox", tmp_path / "outbox"
+    if unsafe == "writable":
+        outbox.mkdir()
+        outbox.chmod(0o777)
+    else:
+        (tmp_path / "elsewhere").mkdir(mode=0o700)
+        outbox.symlink_to(tmp_path / "elsewhere")
+    box = Inbox(source, outbox, recorder, settle_seconds=SETTLE)
+    with caplog.at_level(logging.ERROR):
+        box.start()
+    try:
+        (source / "doc.txt").write_text("Never summarized.")
+        time.sleep(SETTLE * 3)
+    finally:
+        box.stop()
+    assert recorder.names() == []
+    assert box.describe()["watching"] is False
+    assert box.problem is not None and "outbox_dir" in box.problem
+    assert box.problem in caplog.text
+    assert list((tmp_path / "elsewhere").iterdir() if unsafe == "symlink" else
+                outbox.iterdir()) == []
+
+
+def test_directories_and_fifos_are_skipped_without_notes(
+        inbox: Inbox, dirs: tuple[Path, Path], recorder: Recorder,
+        caplog: pytest.LogCaptureFixture) -> None:
+    source, outbox = dirs
+    with caplog.at_level(logging.WARNING):
+        (source / "folder").mkdir()
+        os.mkfifo(source / "pipe.txt")
+        (source / "real.txt").write_text("An ordinary note.")
+        wait_for(lambda: (outbox / "real.txt.summary.md").exists())
+        time.sleep(SETTLE)
+    assert outputs(outbox) == ["real.txt.summary.md"]
+    assert recorder.names() == ["real.txt"]
+    assert "Traceback" not in caplog.text and "unexpected failure" not in caplog.text
+
+
+def test_a_summary_stopped_by_shutdown_leaves_no_error_note(dirs: tuple[Path, Path]) -> None:
+    source, outbox = dirs
+    started = threading.Event()
+
+    def slow(_data: bytes, _name: str, stop: threading.Event) -> str:
+        started.set()
+        stop.wait(10)
+        raise HushError("summary cancelled after 0 of 3 steps", code="cancelled")
+
+    box = Inbox(source, outbox, slow, settle_seconds=SETTLE)
+    box.start()
+    (source / "long.txt").write_text("A long document.")
+    assert started.wait(10)
+    stopping = time.monotonic()
+    box.stop()
+    assert time.monotonic() - stopping < 5
+    assert outputs(outbox) == []  # summarized at the next start instead
