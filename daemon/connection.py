@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from . import __version__
 from .chat import Blocked, ChatTurn
-from .documents import Uploads, summarize
+from .documents import summarize
 from .errors import HushError
 from .policy.tools import dump_policy, render_test
 from .protocol import (
@@ -100,7 +100,7 @@ class Connection:
         self.cancels: dict[str, threading.Event] = {}
         limits = server.settings.limits
         self.frames = FrameReader(limits.max_frame_bytes)
-        self.uploads = Uploads()
+        self.uploads = server.documents.uploads(peer.uid)
 
     # --- sending ---
 
@@ -147,6 +147,7 @@ class Connection:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self.uploads.clear()
         self.writer.close()
         with contextlib.suppress(ConnectionError):
             await self.writer.wait_closed()

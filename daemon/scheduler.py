@@ -10,6 +10,10 @@ Each sequence still streams and stops on its own. CTranslate2 cannot add a seque
 that is already decoding, so a request that arrives while every worker is busy waits for the
 next batch. Past `max_queued` waiting generations a request gets `busy` instead of an
 unbounded wait.
+
+Summaries go through the same queues (`decode`): each step of a summary is a set of jobs
+queued under the key ("summary", uid), a queue of its own beside that user's chats, so a chat
+waits for at most the batches already decoding, never behind a summary's whole backlog.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import collections
 import contextlib
 import threading
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Hashable, Sequence
 from dataclasses import dataclass, field
 
 from .engine.generator import Engine, GenerationOptions, Job
@@ -53,17 +57,23 @@ _DONE = object()
 BATCH_WINDOW_S = 0.015
 # Requests still rendering their prompt when the window closes are waited for this much longer.
 BATCH_WINDOW_MAX_S = 0.1
+# How often a waiting summary step looks at its cancel event (a threading.Event cannot wake
+# the loop by itself).
+CANCEL_POLL_S = 0.1
 
 
 @dataclass(eq=False)
 class _Ticket:
-    peer: int
+    peer: Hashable
+    """The queue it waits in: a uid for chats, ("summary", uid) for summary steps."""
     engine: Engine
     job: Job
     queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
     enqueued: float = field(default_factory=time.monotonic)
     started: asyncio.Event = field(default_factory=asyncio.Event)
     batch_size: int = 0
+    step: object | None = None
+    """The `decode` call it belongs to (one summary step); None for a chat generation."""
 
 
 class Scheduler:
@@ -72,7 +82,7 @@ class Scheduler:
         self.models = models
         self.max_queued = max_queued
         self.max_batch = max_batch
-        self._queues: collections.OrderedDict[int, collections.deque[_Ticket]] = (
+        self._queues: collections.OrderedDict[Hashable, collections.deque[_Ticket]] = (
             collections.OrderedDict()
         )
         self._wakeup = asyncio.Event()
@@ -100,6 +110,49 @@ class Scheduler:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
 
+    @property
+    def waiting_requests(self) -> int:
+        """Chat generations waiting, plus summary steps waiting (a step of eight chunks is
+        one request: it must not turn chats away as busy)."""
+        tickets = [t for q in self._queues.values() for t in q]
+        return (sum(t.step is None for t in tickets)
+                + len({id(t.step) for t in tickets if t.step is not None}))
+
+    def admit(self) -> None:
+        """Raise `busy` when `max_queued` requests already wait (summaries check once, at
+        their start, so a summary under way is never turned away between its steps)."""
+        if (waiting := self.waiting_requests) >= self.max_queued:
+            raise HushError(
+                f"the model is busy: {waiting} requests are already waiting "
+                f"(limit {self.max_queued}); try again shortly",
+                code="busy",
+            )
+
+    async def decode(self, peer: Hashable, engine: Engine, jobs: Sequence[Job],
+                     cancel: threading.Event) -> None:
+        """Queue jobs built by the caller (a summary step) under `peer`; return when all are
+        done. The jobs' own `emit` gets their text. Jobs not yet started when `cancel` is set
+        are dropped; started ones stop at their next decoding step."""
+        step = object()
+        tickets = [_Ticket(peer, engine, job, step=step) for job in jobs]
+        self._queues.setdefault(peer, collections.deque()).extend(tickets)
+        self._arrived.set()
+        self._wakeup.set()
+        try:
+            for ticket in tickets:
+                while True:
+                    with contextlib.suppress(TimeoutError):
+                        item = await asyncio.wait_for(ticket.queue.get(), CANCEL_POLL_S)
+                        if isinstance(item, BaseException):
+                            raise item
+                        if item is _DONE:
+                            break
+                    if cancel.is_set():
+                        self._forget(ticket)  # a no-op once it started: then _DONE comes
+        finally:
+            for ticket in tickets:
+                self._forget(ticket)
+
     async def generate(
         self,
         peer: int,
@@ -109,12 +162,7 @@ class Scheduler:
         cancel: threading.Event,
     ) -> AsyncGenerator[str, None]:
         """Yield text pieces; fill `stats`. Closing the iterator cancels the generation."""
-        if self.waiting >= self.max_queued:
-            raise HushError(
-                f"the model is busy: {self.waiting} requests are already waiting "
-                f"(limit {self.max_queued}); try again shortly",
-                code="busy",
-            )
+        self.admit()
         engine = await self.models.acquire()
         try:
             async for piece in self._generate(engine, peer, messages, options, stats, cancel):
@@ -197,18 +245,21 @@ class Scheduler:
             progress = False
             for peer in list(self._queues):
                 waiting = self._queues[peer]
+                progress_here = False
                 for ticket in waiting:
                     ticket_key = (id(ticket.engine), *ticket.job.batch_key())
                     if key is None or ticket_key == key:
                         key = ticket_key
                         waiting.remove(ticket)
                         batch.append(ticket)
-                        progress = True
+                        progress = progress_here = True
                         break
                 if not waiting:
                     del self._queues[peer]
-                else:
+                elif progress_here:
                     self._queues.move_to_end(peer)  # this peer had its turn
+                # A peer whose next request could not join (other options) keeps its place,
+                # so it starts the next batch instead of waiting behind everyone again.
                 if len(batch) >= limit:
                     break
         return batch

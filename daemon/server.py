@@ -22,7 +22,7 @@ from typing import Any
 from . import __version__, paths, systemd
 from .config import Settings
 from .connection import Connection, Peer, peer_credentials
-from .documents import summarize_for_inbox
+from .documents import Documents, summarize_for_inbox
 from .engine import fast_paths
 from .engine.generator import Engine
 from .engine.openmp import openmp_runtime
@@ -118,6 +118,7 @@ class Server:
                                settings.key_file or settings.config_dir / "hush.key")
         self.guard = guard
         self.inbox: Inbox | None = None
+        self.documents = Documents()
         # Placeholders of each conversation, so a pseudonym stays the same across its turns.
         self.pseudonyms: dict[str, Pseudonyms] = {}
         self.allowed_group_ids = resolve_groups(settings.allow_groups)

@@ -5,6 +5,8 @@ Another local user is played by uid 65534 in a child process; those tests need r
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import os
 import signal
@@ -14,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from hush.daemon.client import Client, RequestFailed
+
 from .conftest import Daemon
+from .summarize.pdfgen import make_shared_stream_pdf
 
 CORPUS = Path(__file__).parent / "summarize" / "corpus"
 NOBODY = 65534
@@ -115,6 +120,100 @@ def test_default_layout_starts_without_a_traceback_or_error_note(tiny_daemon: Da
     assert outbox.stat().st_mode & 0o777 == 0o700
     status = json.loads(tiny_daemon.hush("status", "--json").stdout)["inbox"]
     assert status["watching"] is True and status["error"] is None
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+async def test_pdf_bomb_is_too_large_and_the_daemon_keeps_answering(tiny_daemon: Daemon,
+                                                                    tmp_path: Path) -> None:
+    # 20 pages share one FlateDecode stream of 5 M letters: ~14 KB holding 100 M characters.
+    bomb = make_shared_stream_pdf(pages=20, chars_per_page=5_000_000)
+    assert len(bomb) < 20_000
+    tiny_daemon.start()
+    assert tiny_daemon.process is not None
+    pid = tiny_daemon.process.pid
+    before = rss_kib(pid)
+    async with await Client.connect(tiny_daemon.socket) as client:
+        await client.call("document.put", {"document": "bomb", "filename": "bomb.pdf",
+                                           "data": base64.b64encode(bomb).decode(),
+                                           "last": True})
+        summary = asyncio.create_task(client.call("summarize", {"document": "bomb"}))
+        async with await Client.connect(tiny_daemon.socket) as other:
+            started = time.monotonic()
+            status = await asyncio.wait_for(other.call("status"), 2.0)
+            assert status["pid"] == pid and time.monotonic() - started < 2.0
+        with pytest.raises(RequestFailed) as info:
+            await asyncio.wait_for(summary, 60)
+    assert info.value.code == "document_too_large"
+    assert "bomb.pdf" in str(info.value)
+    assert rss_kib(pid) - before < 100 * 1024  # under 100 MiB more, not 3.8 GB
+    # Through the command line: a clear message and a non-zero exit, no traceback.
+    path = tmp_path / "bomb.pdf"
+    path.write_bytes(bomb)
+    result = tiny_daemon.hush("summarize", str(path))
+    assert result.returncode == 1
+    assert "bomb.pdf" in result.stderr and "Traceback" not in result.stderr
+
+
+async def put(client: Client, document: str, data: bytes, *, last: bool = False
+              ) -> dict[str, object]:
+    return await client.call("document.put", {"document": document, "filename": "part.txt",
+                                              "data": base64.b64encode(data).decode(),
+                                              "last": last})
+
+
+async def test_unfinished_uploads_are_capped_per_connection(tiny_daemon: Daemon) -> None:
+    tiny_daemon.start()
+    async with await Client.connect(tiny_daemon.socket) as client:
+        for n in range(4):
+            await put(client, f"doc{n}", b"some words ")
+        with pytest.raises(RequestFailed) as info:
+            await put(client, "doc4", b"some words ")
+        assert info.value.code == "too_many_uploads"
+        assert "summarize them first" in str(info.value)
+        # Finishing and summarizing one makes room again.
+        await put(client, "doc0", b"", last=True)
+        await client.call("summarize", {"document": "doc0"})
+        await put(client, "doc4", b"some words ")
+
+
+async def test_unfinished_uploads_are_capped_per_uid(tiny_daemon: Daemon) -> None:
+    policies = tiny_daemon.config_dir / "policies"
+    policies.mkdir()
+    (policies / "10-small.yaml").write_text("name: small\nlimits:\n  max_document_bytes: 1000\n")
+    tiny_daemon.start()
+    async with (await Client.connect(tiny_daemon.socket) as first,
+                await Client.connect(tiny_daemon.socket) as second,
+                await Client.connect(tiny_daemon.socket) as third):
+        # Bytes on one connection: at most twice the policy's document size.
+        await put(first, "a", b"x" * 900)
+        await put(first, "b", b"x" * 900)
+        with pytest.raises(RequestFailed) as info:
+            await put(first, "c", b"x" * 900)
+        assert info.value.code == "too_many_uploads" and "2000" in str(info.value)
+        # Bytes over all of one uid's connections: at most four times.
+        await put(second, "a", b"x" * 900)
+        await put(second, "b", b"x" * 900)
+        with pytest.raises(RequestFailed) as info:
+            await put(third, "a", b"x" * 900)
+        assert info.value.code == "too_many_uploads" and "4000" in str(info.value)
+        # Count over all of one uid's connections: at most eight.
+        await put(third, "a", b"x")
+        await put(third, "b", b"x")
+        await put(third, "c", b"x")
+        await put(third, "d", b"x")
+        with pytest.raises(RequestFailed) as info:
+            await put(second, "c", b"x")
+        assert info.value.code == "too_many_uploads" and "limit 8" in str(info.value)
+    # Closed connections give their uploads back.
+    async with await Client.connect(tiny_daemon.socket) as fresh:
+        for n in range(4):
+            await put(fresh, f"doc{n}", b"x" * 400)
 
 
 def test_sigterm_stops_an_inbox_summary_within_the_grace(tiny_daemon: Daemon) -> None:

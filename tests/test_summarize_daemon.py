@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import signal
+import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -120,3 +125,90 @@ def test_inbox_summarizes_a_dropped_file(tiny_daemon: Daemon, tmp_path: Path) ->
         raise AssertionError(f"outbox has {names}\n{tiny_daemon.log}")
     assert (outbox / "report.txt.summary.md").read_text().strip()
     assert tiny_daemon.process is not None and tiny_daemon.process.poll() is None
+
+
+async def test_a_chat_answers_while_six_summaries_run(tiny_daemon: Daemon) -> None:
+    tiny_daemon.start()
+    started: set[str] = set()
+    finished: list[str] = []
+
+    async def summarize(client: Client, name: str) -> None:
+        document = await send_document(client, LONG)
+        with contextlib.suppress(RequestFailed):  # cancelled at the end of the test
+            async for event in client.request("summarize", {"document": document},
+                                              request_id=name):
+                if event["type"] == "progress":
+                    started.add(name)
+        finished.append(name)
+
+    clients = [await Client.connect(tiny_daemon.socket) for _ in range(3)]
+    try:
+        runs = [asyncio.create_task(summarize(clients[n % 3], f"sum{n}")) for n in range(6)]
+        deadline = time.monotonic() + 60
+        while len(started) < 6 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(started) == 6, "the six summaries did not all start"
+        async with await Client.connect(tiny_daemon.socket) as asker:
+            async def ask() -> None:
+                async for _event in asker.request("chat", {"message": "Hello?",
+                                                           "options": {"max_tokens": 8}}):
+                    pass
+            await asyncio.wait_for(ask(), 60)
+        # Fair queues: the chat waited for batches already decoding, not for a summary.
+        assert finished == []
+        for n in range(6):
+            with contextlib.suppress(RequestFailed):
+                await clients[n % 3].call("cancel", {"request_id": f"sum{n}"})
+        await asyncio.wait_for(asyncio.gather(*runs), 60)
+    finally:
+        for client in clients:
+            await client.close()
+
+
+def test_sigterm_stops_a_summary_within_the_grace(tiny_daemon: Daemon) -> None:
+    (tiny_daemon.config_dir / "hushd.yaml").write_text("shutdown_grace_s: 1\n")
+    tiny_daemon.start()
+    assert tiny_daemon.process is not None
+    summary = subprocess.Popen(
+        [sys.executable, "-m", "hush.tui.cli", "--socket", str(tiny_daemon.socket),
+         "summarize", "--json", str(LONG)],
+        env=tiny_daemon.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert summary.stdout is not None
+        first = json.loads(summary.stdout.readline())  # the first progress event
+        assert first["type"] == "progress"
+        stopped = time.monotonic()
+        tiny_daemon.process.send_signal(signal.SIGTERM)
+        assert tiny_daemon.process.wait(1 + 5) == 0
+        assert time.monotonic() - stopped < 6
+    finally:
+        summary.kill()
+        summary.communicate()
+
+
+def test_summary_passes_the_output_rules(real_daemon: Daemon, tmp_path: Path) -> None:
+    # The real model: the tiny one never repeats a document's contact details.
+    policies = real_daemon.config_dir / "policies"
+    policies.mkdir()
+    (policies / "10-contacts.yaml").write_text(textwrap.dedent("""\
+        name: contacts
+        rules:
+          - name: contacts
+            detectors: [email, phone]
+            default: allow
+            output: redact
+        """))
+    real_daemon.start()
+    note = tmp_path / "note.txt"
+    # Greedy SmolLM2 repeats both contact details in its summary of this note.
+    note.write_text("Dana Reyes (dana.reyes@example.com, +1 415 555 0134) asked us to send the "
+                    "signed lease back to dana.reyes@example.com by Friday.\n")
+    result = real_daemon.hush("summarize", "--json", str(note), timeout=300)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    summary = events[-1]["result"]["summary"]
+    assert "example.com" not in summary and "555" not in summary, summary
+    output = [e for e in events if e["type"] == "policy" and e["direction"] == "output"]
+    assert output and {f["detector"] for f in output[0]["findings"]} <= {"email", "phone"}
+    stored = real_daemon.hush("history", "show", events[-1]["result"]["conversation"]).stdout
+    assert "example.com" not in stored and "555" not in stored
