@@ -7,11 +7,14 @@ forming (`pending`), which is all the streaming redactor holds back.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import phonenumbers
+
+# regex, not re: the same syntax, and it releases the GIL while it scans, so a 10 MB text
+# checked in a policy thread leaves the event loop free (re held it ~0.2 s per pattern).
+import regex as re
 
 from . import checks
 

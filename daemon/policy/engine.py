@@ -7,13 +7,14 @@ builds a new one and swaps the reference, so no request ever sees half of a chan
 from __future__ import annotations
 
 import bisect
-import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from . import credentials, custom, detectors
+import regex
+
+from . import credentials, custom, detectors, patterns
 from .detectors import Detector, Match
 from .model import (
     DIRECTIONS,
@@ -83,13 +84,14 @@ class _Governing:
 @dataclass(frozen=True)
 class _Allow:
     value: str | None
-    pattern: re.Pattern[str] | None
+    pattern: regex.Pattern[str] | None
     detectors: frozenset[str]
 
     @classmethod
     def of(cls, entry: AllowEntry) -> _Allow:
         return cls(custom.normalize_value(entry.value) if entry.value is not None else None,
-                   re.compile(entry.pattern) if entry.pattern is not None else None,
+                   patterns.compile_pattern(entry.pattern) if entry.pattern is not None
+                   else None,
                    frozenset(entry.detectors))
 
     def covers(self, match: Match, found: str) -> bool:
@@ -97,7 +99,7 @@ class _Allow:
             return False
         if self.value is not None:
             return custom.normalize_value(found) == self.value
-        return self.pattern is not None and self.pattern.fullmatch(found) is not None
+        return self.pattern is not None and patterns.fullmatch(self.pattern, found, "allow-list")
 
 
 @dataclass
@@ -151,7 +153,7 @@ class CompiledPolicy:
         self.detectors: tuple[Detector, ...] = tuple(built.values())
         self._actions = actions
         self._allow = tuple(_Allow.of(e) for e in policy.allow)
-        plain: dict[re.Pattern[str], int] = {}
+        plain: dict[regex.Pattern[str], int] = {}
         self._own_pending: list[Detector] = []
         for d in self.detectors:
             if type(d).pending is Detector.pending:

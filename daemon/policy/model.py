@@ -7,11 +7,12 @@ order (loader.py) and validated once more into the policy that runs.
 
 from __future__ import annotations
 
-import re
 import string
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .patterns import compile_pattern
 
 Direction = Literal["input", "output", "storage", "documents", "export"]
 DIRECTIONS: tuple[Direction, ...] = ("input", "output", "storage", "documents", "export")
@@ -36,18 +37,14 @@ def _check_template(value: str) -> str:
     # A typo such as "{lable}" would otherwise fail only when the first match is replaced.
     for _, name, _, _ in string.Formatter().parse(value):
         if name is not None and name not in _TEMPLATE_FIELDS:
-            raise ValueError(
-                f"unknown placeholder {{{name}}}; use {{label}}, {{detector}} or {{rule}}"
-            )
+            # The placeholder is not quoted back: errors never echo a policy file.
+            raise ValueError("unknown placeholder; use {label}, {detector} or {rule}")
     return value
 
 
 def _check_pattern(value: str | None) -> str | None:
     if value is not None:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"expected a valid regular expression ({exc})") from None
+        compile_pattern(value)  # syntax, and no catastrophic backtracking (patterns.py)
     return value
 
 
@@ -164,7 +161,7 @@ class CustomDetector(_Frozen):
     @field_validator("pattern")
     @classmethod
     def _usable_pattern(cls, value: str | None) -> str | None:
-        if value is not None and _check_pattern(value) and re.match(value, ""):
+        if value is not None and compile_pattern(value).match(""):
             raise ValueError("the pattern matches the empty string; it would match everywhere")
         return value
 
@@ -216,7 +213,8 @@ class Detection(_Frozen):
         supported = phonenumbers.SUPPORTED_REGIONS
         bad = [r for r in value if r not in supported]
         if bad:
-            raise ValueError(f"unknown region {bad[0]!r}; expected ISO 3166 codes such as US, GB")
+            raise ValueError(f"unknown region (entry {value.index(bad[0]) + 1}); expected ISO "
+                             "3166 codes such as US, GB")
         return value
 
 
@@ -281,7 +279,9 @@ class Policy(_Frozen):
             seen: set[str] = set()
             for name in names:
                 if name in seen:
-                    raise ValueError(f"two {kind}s are named {name!r}; names must be unique")
+                    raise ValueError(f"two {kind}s have the same name (the {kind} at position "
+                                     f"{names.index(name) + 1} and a later one); names must "
+                                     "be unique")
                 seen.add(name)
         return self
 
