@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from .dirs import private_dir
 from .engine import Finding
 
 
@@ -32,7 +33,7 @@ class AuditLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
 
     def write(self, findings: Iterable[Finding], *, request_id: str, policy_version: str,
               uid: int | None = None) -> int:

@@ -1,7 +1,9 @@
 """A policy directory: several files merged in a documented order, optionally per user.
 
 Order (docs/policies.md): every `*.yaml` / `*.yml` directly in the directory, sorted by file name
-(so `10-base.yaml` comes before `50-clinic.yaml`), then `users/<uid>.yaml` for that uid. Later
+(so `10-base.yaml` comes before `50-clinic.yaml`), then `users/<uid>.yaml` for that uid. Names
+starting with a dot (editors' lock and swap files) are skipped; anything else with a policy
+suffix that is not a regular file (a symbolic link, a FIFO) is an error, not silently skipped. Later
 files override scalars and settings key by key, replace rules and custom detectors of the same
 name (adding new ones after), and extend the allow-list. The version is a hash of the files'
 names and bytes in that order, so it changes exactly when what was merged changes.
@@ -25,14 +27,29 @@ BUILTIN_DEFAULT = Path(__file__).with_name("default.yaml")
 USERS_DIR = "users"
 
 
+def _candidates(directory: Path) -> list[Path]:
+    # is_dir / is_symlink do not follow the link: a link is read (and refused) by source.py.
+    return sorted((p for p in directory.glob("*") if p.suffix in (".yaml", ".yml")
+                   and not p.name.startswith(".")
+                   and (p.is_symlink() or not p.is_dir())), key=lambda p: p.name)
+
+
+def _users_dir(directory: Path) -> Path | None:
+    users = directory / USERS_DIR
+    if users.is_symlink():
+        raise PolicyError([Issue(str(users), 1, 1, "is a symbolic link; the users directory "
+                                 "must be a real directory inside the policy directory")])
+    return users if users.is_dir() else None
+
+
 def policy_files(directory: Path, uid: int | None = None) -> list[Path]:
     """The files that make up the policy for `uid` (None: the shared part), in merge order."""
-    found = sorted((p for p in directory.glob("*") if p.suffix in (".yaml", ".yml")
-                    and p.is_file()), key=lambda p: p.name)
-    if uid is not None:
+    found = _candidates(directory)
+    users = _users_dir(directory)
+    if uid is not None and users is not None:
         for suffix in (".yaml", ".yml"):
-            personal = directory / USERS_DIR / f"{uid}{suffix}"
-            if personal.is_file():
+            personal = users / f"{uid}{suffix}"
+            if personal.is_symlink() or personal.exists():
                 found.append(personal)
                 break
     return found
@@ -80,9 +97,10 @@ def merge_sources(sources: list[PolicySource]) -> CompiledPolicy:
         rule_name = merged.rules[exc.where[1]].name
         src, index = origin[("rules", rule_name)]
         known = "see docs/policies.md for built-in detectors, or define it under `detectors:`"
+        # Not quoted back: errors never echo a policy file (source.py).
         raise PolicyError([src.issue(("rules", index, "detectors", exc.where[3]),
-                                     f"rules[{index}].detectors: unknown detector "
-                                     f"{exc.name!r}; {known}")]) from None
+                                     f"rules[{index}].detectors[{exc.where[3]}]: unknown "
+                                     f"detector; {known}")]) from None
 
 
 def load_policy_file(path: Path) -> CompiledPolicy:
@@ -98,12 +116,12 @@ def load_policy_dir(directory: Path, uid: int | None = None) -> CompiledPolicy:
     return merge_sources(_read_all(files))
 
 
-def _read_all(files: list[Path]) -> list[PolicySource]:
+def _read_all(files: list[Path], settle_s: float = 0.0) -> list[PolicySource]:
     sources: list[PolicySource] = []
     issues: list[Issue] = []
     for path in files:
         try:
-            sources.append(read_policy_file(path))
+            sources.append(read_policy_file(path, settle_s=settle_s))
         except PolicyError as exc:
             issues.extend(exc.issues)  # report every broken file at once, not one per attempt
     if issues:
@@ -133,22 +151,27 @@ class PolicySet:
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
-def load_policy_set(directory: Path) -> PolicySet:
-    """Validate every file (shared and per-user) and compile each user's merge."""
+def load_policy_set(directory: Path, *, settle_s: float = 0.0) -> PolicySet:
+    """Validate every file (shared and per-user) and compile each user's merge.
+
+    With `settle_s`, files modified in the last `settle_s` seconds are used only once they stop
+    changing (source.read_stable); the watcher passes it, a one-off check does not need it.
+    """
     shared_files = policy_files(directory) if directory.is_dir() else []
     if not shared_files:
         shared_files = [BUILTIN_DEFAULT]
-    shared_sources = _read_all(shared_files)
+    shared_sources = _read_all(shared_files, settle_s)
     shared = merge_sources(shared_sources)
     per_uid: dict[int, CompiledPolicy] = {}
-    users = directory / USERS_DIR
+    users = _users_dir(directory) if directory.is_dir() else None
     issues: list[Issue] = []
-    if users.is_dir():
-        for path in sorted(users.glob("*")):
-            if path.suffix not in (".yaml", ".yml") or not path.stem.isdigit():
+    if users is not None:
+        for path in _candidates(users):
+            if not path.stem.isdigit():
                 continue
             try:
-                per_uid[int(path.stem)] = merge_sources([*shared_sources, read_policy_file(path)])
+                personal = read_policy_file(path, settle_s=settle_s)
+                per_uid[int(path.stem)] = merge_sources([*shared_sources, personal])
             except PolicyError as exc:
                 issues.extend(exc.issues)
     if issues:

@@ -3,10 +3,25 @@
 PyYAML's composer keeps a start mark on each node; we keep them keyed by the path pydantic
 reports (`("rules", 0, "output")`), then translate each validation error to the deepest node of
 its path that exists in the file.
+
+A policy file is treated as hostile until it validates (docs/security.md):
+
+- it is opened with O_NOFOLLOW and must be a regular file of at most MAX_POLICY_BYTES, so a
+  symbolic link to /etc/shadow, a FIFO or a 50 MB file is refused before a byte is parsed;
+- YAML anchors and aliases are refused (a 330-byte alias bomb expands to gigabytes), and so is
+  nesting deeper than MAX_DEPTH;
+- no error message quotes the file: only its path, line, column and the schema's own names, so
+  neither `hush status` nor the log can show another user what a file contains;
+- with `settle_s`, a file is used only once it has stopped changing (see `read_stable`).
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+import stat
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +34,14 @@ from ..errors import HushError
 from .model import Policy
 
 Loc = tuple[str | int, ...]
+
+MAX_POLICY_BYTES = 256 * 1024
+"""Largest policy file read. The shipped ones are a few KB; a merged policy must also fit in
+one `hush policy show` frame (1 MiB)."""
+MAX_DEPTH = 32
+"""Deepest nesting of YAML collections; a policy needs five."""
+SETTLE_ROUNDS = 10
+"""A file still changing after this many settle intervals is reported, not waited for."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +91,9 @@ def _walk(node: yaml.Node, loc: Loc, marks: dict[Loc, tuple[int, int]],
             if key in seen:
                 marks[(*loc, key, "<key>")] = (key_node.start_mark.line + 1,
                                                key_node.start_mark.column + 1)
-                issues.append(((*loc, key, "<key>"), f"duplicate key {key!r}"))
+                where = f"{_dotted(loc)}: " if loc else ""
+                issues.append(((*loc, key, "<key>"),
+                               f"{where}duplicate key; a key may appear once in a mapping"))
             seen.add(key)
             # Unknown keys are reported at the key itself, where the typo is.
             marks[(*loc, key, "<key>")] = (key_node.start_mark.line + 1,
@@ -153,7 +178,9 @@ def _union_root(loc: Loc) -> Loc:
 def _one(loc: Loc, err: Any) -> Iterator[tuple[Loc, str]]:
     field = _dotted(loc)
     if err["type"] == "extra_forbidden":
-        yield (*loc, "<key>"), f"{field}: unknown key; check the spelling (docs/policies.md)"
+        # The key itself is file content: name where it is, never what it says.
+        yield (*loc, "<key>"), (f"{_dotted(loc[:-1])}: unknown key; check the spelling "
+                                "(docs/policies.md)")
     elif err["type"] == "value_error":
         yield loc, f"{field}: {_expected(err['msg'])}"
     elif err["type"] == "missing":
@@ -170,25 +197,117 @@ def _expected(msg: str) -> str:
     return msg[:1].lower() + msg[1:]
 
 
-def read_policy_file(path: Path) -> PolicySource:
-    """Parse and validate one policy file; raises PolicyError with file:line:col."""
+class _Loader(yaml.SafeLoader):
+    """SafeLoader without anchors or aliases, and with bounded nesting."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None, None, "anchors (&name) and aliases (*name) are not allowed in policy "
+                "files; write each value out", event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _issue(path: Path, message: str) -> PolicyError:
+    return PolicyError([Issue(str(path), 1, 1, message)])
+
+
+def _read_regular(path: Path) -> tuple[bytes, os.stat_result]:
+    """The bytes of a regular file, not following a symbolic link, at most MAX_POLICY_BYTES."""
+    # O_NONBLOCK: a FIFO planted under a policy name must not hang the reload.
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
     try:
-        raw = path.read_bytes()
+        fd = os.open(path, flags)
     except OSError as exc:
-        raise PolicyError([Issue(str(path), 1, 1, f"cannot read: {exc.strerror}")]) from None
+        if exc.errno == errno.ELOOP:
+            raise _issue(path, "is a symbolic link; policy files must be regular files (copy "
+                         "the file into the policy directory instead of linking it)") from None
+        raise _issue(path, f"cannot read: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _issue(path, "is not a regular file; policy files must be regular files")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_POLICY_BYTES and (chunk := os.read(fd, 65536)):
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise _issue(path, f"cannot read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if size > MAX_POLICY_BYTES:
+        raise _issue(path, f"is larger than {MAX_POLICY_BYTES // 1024} KiB, the most a policy "
+                     "file may hold; split it or shorten its word lists")
+    return b"".join(chunks), info
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_ino, a.st_size, a.st_mtime_ns) == (b.st_ino, b.st_size, b.st_mtime_ns)
+
+
+def read_stable(path: Path, settle_s: float) -> bytes:
+    """The file's bytes once it has stopped changing.
+
+    A file saved in place can parse while half written. So a file modified less than
+    `settle_s` ago is read again once it is `settle_s` old, and used only if the bytes, size,
+    mtime and inode are the same both times; otherwise it is waited for again, and after
+    SETTLE_ROUNDS intervals reported as still being written. A writer that pauses for longer
+    than `settle_s` mid-file is not told apart: write a temporary file and rename it over the
+    policy (docs/policies.md), which is always safe.
+    """
+    raw, info = _read_regular(path)
+    for _ in range(SETTLE_ROUNDS):
+        age = time.time() - info.st_mtime
+        if age >= settle_s:
+            return raw
+        time.sleep(min(settle_s, settle_s - age))
+        again, later = _read_regular(path)
+        if again == raw and _same_file(info, later):
+            return raw
+        raw, info = again, later
+    raise _issue(path, f"is still being written (it changed during {SETTLE_ROUNDS} intervals "
+                 f"of {settle_s:g} s); the previous policy stays in force until it settles")
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
+    # PyYAML quotes the offending characters or tags (%r); those are file content.
+    return re.sub(r"'[^']*'|\"[^\"]*\"", "a character", exc.problem or "invalid YAML")
+
+
+def read_policy_file(path: Path, *, settle_s: float = 0.0) -> PolicySource:
+    """Parse and validate one policy file; raises PolicyError with file:line:col.
+
+    With `settle_s` > 0 a file that was just modified is used only once it stops changing.
+    """
+    raw = read_stable(path, settle_s) if settle_s > 0 else _read_regular(path)[0]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise PolicyError([Issue(str(path), 1, 1, f"expected UTF-8 text ({exc.reason})")]) from None
-    loader = yaml.SafeLoader(text)
+        raise _issue(path, f"expected UTF-8 text ({exc.reason})") from None
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        what = exc.problem or "invalid YAML"
-        raise PolicyError([Issue(str(path), line, col, f"invalid YAML: {what}")]) from None
+        raise PolicyError([Issue(str(path), line, col,
+                                 f"invalid YAML: {_yaml_problem(exc)}")]) from None
+    except yaml.YAMLError:
+        raise _issue(path, "invalid YAML") from None
     finally:
         loader.dispose()
     marks: dict[Loc, tuple[int, int]] = {}
@@ -198,11 +317,11 @@ def read_policy_file(path: Path) -> PolicySource:
     if data is None:
         # An empty file is what a reader sees mid-save (truncate, then write): treating it as
         # "no rules" would switch a live daemon to allow-everything for a moment.
-        raise PolicyError([Issue(str(path), 1, 1, "the file is empty; expected a mapping of "
-                                 "policy keys (write `name: ...` to start)")])
+        raise _issue(path, "the file is empty; expected a mapping of policy keys (write "
+                     "`name: ...` to start)")
     if not isinstance(data, dict):
-        raise PolicyError([Issue(str(path), 1, 1, "expected a mapping of policy keys "
-                                 "(name, rules, detectors, ...) at the top level")])
+        raise _issue(path, "expected a mapping of policy keys (name, rules, detectors, ...) "
+                     "at the top level")
     if problems:
         raise PolicyError([Issue(str(path), *_position(marks, loc), msg) for loc, msg in problems])
     try:

@@ -4,6 +4,9 @@ watchdog calls back on its own thread, so its handler only hops to the loop. The
 debounces bursts of events (an editor's save is several); the new PolicySet is built in a worker
 thread, and swapped in with one assignment only if every file validates. Otherwise the old set
 stays in force and `last_error` says why, for `hush status`, the logs and the UI.
+
+A file saved in place can parse while half written, so the worker uses a file only once it has
+stopped changing for `settle_s` (source.read_stable); saving by rename is never half seen.
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
+from .dirs import private_dir
 from .loader import PolicySet, load_policy_set
 from .source import PolicyError
 
 log = logging.getLogger(__name__)
 
 _SUFFIXES = (".yaml", ".yml")
+SETTLE_S = 1.0
+"""How long a just-modified policy file must stay unchanged before a reload uses it."""
 _T = TypeVar("_T")
 
 
@@ -47,7 +53,7 @@ class PolicyWatcher:
                  loop: asyncio.AbstractEventLoop | None = None,
                  on_swap: Callable[[PolicySet], None] | None = None,
                  on_error: Callable[[PolicyError], None] | None = None,
-                 debounce_s: float = 0.2) -> None:
+                 debounce_s: float = 0.2, settle_s: float = SETTLE_S) -> None:
         self.directory = directory
         self._current = initial
         self.last_error: PolicyError | None = None
@@ -56,6 +62,7 @@ class PolicyWatcher:
         self._on_swap = on_swap
         self._on_error = on_error
         self._debounce_s = debounce_s
+        self._settle_s = settle_s
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._again = False
@@ -67,7 +74,7 @@ class PolicyWatcher:
         return self._current
 
     def start(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)
         observer = Observer()
         observer.schedule(_Handler(self._from_thread), str(self.directory), recursive=True)
         observer.daemon = True
@@ -124,7 +131,8 @@ class PolicyWatcher:
         while True:
             self._again = False
             try:
-                fresh = await asyncio.to_thread(load_policy_set, self.directory)
+                fresh = await asyncio.to_thread(load_policy_set, self.directory,
+                                                settle_s=self._settle_s)
             except PolicyError as exc:
                 self.last_error = exc
                 log.error("policy reload failed; the previous policy %s stays in force:\n%s",

@@ -60,7 +60,8 @@ async def test_reload_under_load(tmp_path: Path) -> None:
     """50 concurrent streamed requests while the file changes 100 times, valid and invalid."""
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(valid(0))
-    watcher = PolicyWatcher(tmp_path, load_policy_set(tmp_path), debounce_s=0.01)
+    # settle_s=0: this test is about requests in flight during swaps, not half-written files.
+    watcher = PolicyWatcher(tmp_path, load_policy_set(tmp_path), debounce_s=0.01, settle_s=0)
     watcher.start()
     generations = {watcher.current.shared.version: 0}
     stop = asyncio.Event()
