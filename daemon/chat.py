@@ -1,10 +1,13 @@
 """One chat turn, end to end: policy on the way in, store, model, policy on the way out.
 
-    message -> input rules (block / redact / pseudonymize) -> store (storage rules)
-            -> scheduler + model -> output rules on the token stream -> placeholders restored
-            -> client, and the answer to the store (storage rules)
+    system prompt and message -> input rules (block / redact / pseudonymize) -> store (storage
+            rules) -> scheduler + model -> output rules on the token stream -> placeholders
+            restored -> client, and the answer to the store (storage rules)
 
-The policy is a snapshot taken when the turn starts; `done` names its version.
+The system prompt is text from the client like the message, so it passes the same rules: a
+secret in it is blocked, redacted or replaced before the model or the store sees it. The
+policy is a snapshot taken when the turn starts; `done` names its version. All policy work
+runs in the guard's threads, never on the event loop.
 """
 
 from __future__ import annotations
@@ -12,13 +15,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .engine.generator import GenerationOptions
 from .errors import HushError
 from .guard import policy_event
-from .policy import CompiledPolicy, Finding, Pseudonyms
+from .policy import CompiledPolicy, Decision, Finding, Pseudonyms
 from .protocol import ChatParams, DoneEvent
 from .scheduler import GenerationStats
 from .store import Store
@@ -33,6 +38,36 @@ Send = Callable[[Mapping[str, Any]], Awaitable[None]]
 
 class Blocked(HushError):
     code = "blocked"
+
+
+@dataclass(frozen=True)
+class Screened:
+    """What the model may see of one turn, after the input rules."""
+
+    system: Decision
+    past: list[dict[str, str]]
+    message: Decision
+
+
+def screen_input(policy: CompiledPolicy, pseudonyms: Pseudonyms, system: str,
+                 history: Iterable[tuple[str, str]], message: str) -> Screened:
+    """Input rules on the system prompt, the stored history and the new message (in a policy
+    thread). Stored history passes them again, with this conversation's placeholders, so the
+    model never sees more than a new message would show it."""
+    screened_system = policy.apply("input", system, pseudonyms=pseudonyms)
+    past = [{"role": role, "content": policy.apply("input", content, pseudonyms=pseudonyms).text}
+            for role, content in history]
+    return Screened(screened_system, past,
+                    policy.apply("input", message, pseudonyms=pseudonyms))
+
+
+def merged(*findings: Iterable[Finding]) -> tuple[Finding, ...]:
+    """Findings of several texts in one direction, counted together."""
+    counts: Counter[tuple[str, str, Any, str]] = Counter()
+    for group in findings:
+        for f in group:
+            counts[(f.rule, f.detector, f.direction, f.action)] += f.count
+    return tuple(Finding(*key, count) for key, count in sorted(counts.items()))
 
 
 def title_of(message: str) -> str:
@@ -63,45 +98,51 @@ class ChatTurn:
 
     async def run(self) -> DoneEvent:
         policy, params, history = self.policy, self.params, self.server.history
+        guard = self.server.guard
         if (problem := policy.check_input(params.message)) is not None:
             raise HushError(problem, code="too_large")
         keep = policy.storage_mode != "none"
         pseudonyms = Pseudonyms()
-        past: list[dict[str, str]] = []
+        stored_history: list[tuple[str, str]] = []
         cid: str | None = params.conversation
         system = params.system or self.server.settings.system_prompt
         if cid is not None:
             conversation = await history.call(Store.get, self.uid, cid)
             pseudonyms = self.server.pseudonyms.setdefault(cid, pseudonyms)
             system = params.system or conversation.system or system
-            # Stored history passes the input rules again, with this conversation's
-            # placeholders, so the model never sees more than a new message would show it.
-            for m in conversation.messages:
-                if m.error is None and m.role in ("user", "assistant"):
-                    seen = policy.apply("input", m.content, pseudonyms=pseudonyms)
-                    past.append({"role": m.role, "content": seen.text})
-
-        decision = policy.apply("input", params.message, pseudonyms=pseudonyms)
-        await self.report_policy("input", decision.findings, decision.warnings)
-        if decision.blocked:
+            stored_history = [(m.role, m.content) for m in conversation.messages
+                              if m.error is None and m.role in ("user", "assistant")]
+        size = len(system) + len(params.message) + sum(len(c) for _, c in stored_history)
+        seen = await guard.run(size, screen_input, policy, pseudonyms, system, stored_history,
+                               params.message)
+        await self.report_policy("input", merged(seen.system.findings, seen.message.findings),
+                                 (*seen.system.warnings, *seen.message.warnings))
+        if seen.system.blocked:
             self._audit()
-            raise Blocked(decision.block_message or "this message is blocked by the policy")
+            raise Blocked("The system prompt is refused: "
+                          f"{seen.system.block_message or 'the policy blocks it'}")
+        if seen.message.blocked:
+            self._audit()
+            raise Blocked(seen.message.block_message or "this message is blocked by the policy")
 
         if keep:
-            stored = policy.apply("storage", params.message)
+            stored = await guard.apply(policy, "storage", params.message)
             self.findings.extend(stored.findings)
             if cid is None:
+                stored_system = await guard.apply(policy, "storage", system)
+                self.findings.extend(stored_system.findings)
                 cid = await history.call(Store.create_conversation, self.uid,
-                                         title=title_of(stored.text), system=system)
+                                         title=title_of(stored.text),
+                                         system=stored_system.text or None)
                 self.server.pseudonyms[cid] = pseudonyms
             # The question is committed before any answer streams: acknowledged means kept.
             await history.call(Store.append, self.uid, cid, "user", stored.text)
-        messages = [{"role": "system", "content": system}, *past,
-                    {"role": "user", "content": decision.text}]
+        messages = [{"role": "system", "content": seen.system.text}, *seen.past,
+                    {"role": "user", "content": seen.message.text}]
         answer, stats, redactor = await self.generate(messages, pseudonyms)
         await self.report_policy("output", redactor.decision().findings)
         if keep and cid is not None and answer:
-            stored = policy.apply("storage", answer)
+            stored = await guard.apply(policy, "storage", answer)
             self.findings.extend(stored.findings)
             await history.call(Store.append, self.uid, cid, "assistant", stored.text)
         self._audit()
@@ -146,14 +187,15 @@ class ChatTurn:
                 shown.append(text)
                 await self.send({"type": "token", "id": self.request_id, "text": text})
 
+        run = self.server.guard.run
         stream = self.server.scheduler.generate(self.uid, messages, options, stats, self.cancel)
         async with contextlib.aclosing(stream):
             async for piece in stream:
-                await emit(redactor.push(piece))
+                await emit(await run(len(piece), redactor.push, piece))
                 if redactor.blocked:
                     self.cancel.set()  # nothing more of this answer may be shown
                     break
-        await emit(redactor.finish())
+        await emit(await run(0, redactor.finish))
         if tail := restorer.finish():
             shown.append(tail)
             await self.send({"type": "token", "id": self.request_id, "text": tail})

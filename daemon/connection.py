@@ -307,7 +307,8 @@ class Connection:
 
     async def policy_test(self, request_id: str, params: PolicyTestParams) -> None:
         policy = self.server.guard.for_uid(self.peer.uid)
-        out, status = render_test(policy, params.text, params.direction)
+        out, status = await self.server.guard.run(len(params.text), render_test, policy,
+                                                  params.text, params.direction)
         await self.send_result(request_id, {"output": out, "exit_status": status,
                                             "version": policy.version})
 
@@ -325,8 +326,11 @@ class Connection:
         await self.send_result(request_id, result)
 
     async def conversations_rename(self, request_id: str, params: RenameParams) -> None:
-        await self.server.history.call(Store.rename, self.peer.uid, params.id, params.title)
-        await self.send_result(request_id, {"id": params.id, "title": params.title})
+        guard = self.server.guard
+        title = await guard.storable(guard.for_uid(self.peer.uid), params.title,
+                                     request_id=request_id, uid=self.peer.uid)
+        await self.server.history.call(Store.rename, self.peer.uid, params.id, title)
+        await self.send_result(request_id, {"id": params.id, "title": title})
 
     async def conversations_delete(self, request_id: str, params: ConversationParams) -> None:
         await self.server.history.call(Store.delete, self.peer.uid, params.id)
@@ -342,7 +346,7 @@ class Connection:
         text = await self.server.history.call(Store.export, self.peer.uid, params.id,
                                               params.format)
         policy = self.server.guard.for_uid(self.peer.uid)
-        decision = policy.apply("export", text)
+        decision = await self.server.guard.apply(policy, "export", text)
         self.server.guard.record(decision.findings, request_id=request_id, policy=policy,
                                  uid=self.peer.uid)
         if decision.blocked:

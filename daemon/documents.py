@@ -200,7 +200,7 @@ async def summarize(server: Server, uid: int, request_id: str, upload: Upload,
     document = await server.documents.extractor.extract(
         upload.data, filename=upload.filename, media_type=upload.media_type,
         limits=ExtractLimits(max_bytes=limit, max_chars=limit))
-    decision = policy.apply("documents", document.text)
+    decision = await server.guard.apply(policy, "documents", document.text)
     server.guard.record(decision.findings, request_id=request_id, policy=policy, uid=uid)
     if (event := policy_event(request_id, "documents", decision.findings)) is not None:
         await send(event)
@@ -239,7 +239,8 @@ async def summarize(server: Server, uid: int, request_id: str, upload: Upload,
     summary = shown.text
     conversation = None
     if policy.storage_mode != "none":
-        conversation = await store_summary(server, uid, policy, upload.filename, summary)
+        conversation = await store_summary(server, uid, policy, upload.filename, summary,
+                                           request_id=request_id)
     log.info("summarized a %s document: %d chunks, %d rounds, %.1f s", document.kind,
              result.chunks, result.rounds, result.seconds)
     return {"summary": summary, "conversation": conversation, "chunks": result.chunks,
@@ -249,11 +250,12 @@ async def summarize(server: Server, uid: int, request_id: str, upload: Upload,
 
 
 async def store_summary(server: Server, uid: int, policy: CompiledPolicy, filename: str,
-                        summary: str) -> str:
+                        summary: str, *, request_id: str) -> str:
     """Keep a summary as a conversation; the one place a document's filename is stored (in
-    the title and the first message). The summary passes the storage rules; the filename, as
-    yet, does not."""
+    the title and the first message). The summary and the filename pass the storage rules."""
     kept = policy.apply("storage", summary)
+    filename = await server.guard.storable(policy, filename, request_id=request_id, uid=uid,
+                                           withheld="a document")
     title = f"Summary: {filename}"[:80]
     conversation = await server.history.call(Store.create_conversation, uid, title=title)
     await server.history.call(Store.append, uid, conversation, "user",

@@ -3,29 +3,46 @@
 Each request takes one snapshot (`for_uid`) when it starts and keeps it to the end, so a
 reload never changes the rules under a request in flight; the request's `done` names the
 version it ran under.
+
+Policy work never runs on the event loop: detecting in 1 MB of text takes seconds, and a
+policy author's pattern may run up to its time budget (policy/patterns.py). `run` hands it to
+one of two small thread pools, chosen by the size of the text: bulk texts (documents, large
+`policy.test` and exports) queue among themselves, so a user sending several 10 MB texts
+delays only other bulk work, never a chat message or the token stream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import systemd
+from .errors import HushError
 from .policy import (
     AuditLog,
     CompiledPolicy,
+    Decision,
+    Direction,
     Finding,
     PolicyError,
     PolicySet,
     PolicyWatcher,
+    Pseudonyms,
     install_network_guard,
     load_policy_set,
 )
 from .protocol import PolicyEvent
 
 log = logging.getLogger("hushd.policy")
+
+T = TypeVar("T")
+BULK_CHARS = 64 * 1024
+"""Texts at least this long go to the bulk pool."""
 
 
 class Guard:
@@ -37,6 +54,8 @@ class Guard:
         self._initial = initial
         self.watcher: PolicyWatcher | None = None
         self.network_guarded = False
+        self._quick = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hushd-policy")
+        self._bulk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hushd-policy-bulk")
 
     @property
     def current(self) -> PolicySet:
@@ -77,6 +96,32 @@ class Guard:
     async def stop(self) -> None:
         if self.watcher is not None:
             await self.watcher.stop()
+        for pool in (self._quick, self._bulk):
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    async def run(self, size: int, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`fn(*args, **kwargs)` in a policy thread; `size` (characters) picks the pool."""
+        pool = self._bulk if size >= BULK_CHARS else self._quick
+        return await asyncio.get_running_loop().run_in_executor(
+            pool, functools.partial(fn, *args, **kwargs))
+
+    async def apply(self, policy: CompiledPolicy, direction: Direction, text: str, *,
+                    pseudonyms: Pseudonyms | None = None) -> Decision:
+        """`policy.apply` off the loop."""
+        return await self.run(len(text), policy.apply, direction, text, pseudonyms=pseudonyms)
+
+    async def storable(self, policy: CompiledPolicy, text: str, *, request_id: str, uid: int,
+                       withheld: str | None = None) -> str:
+        """`text` as the storage rules keep it, audited. When they block it: `withheld` if
+        given, else a `blocked` error."""
+        decision = await self.apply(policy, "storage", text)
+        self.record(decision.findings, request_id=request_id, policy=policy, uid=uid)
+        if not decision.blocked:
+            return decision.text
+        if withheld is not None:
+            return withheld
+        raise HushError(decision.block_message or "the policy does not allow storing this",
+                        code="blocked")
 
     def record(self, findings: tuple[Finding, ...] | list[Finding], *, request_id: str,
                policy: CompiledPolicy, uid: int) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 
 from .custom import normalize_value
 
@@ -18,12 +19,14 @@ _PARTIAL = re.compile(r"<(?:[A-Z][A-Z0-9_]*(?:_\d*)?)?\Z")
 
 
 class Pseudonyms:
-    """Placeholder map of one conversation. Not thread-safe: one conversation, one loop."""
+    """Placeholder map of one conversation. Policy work runs in worker threads, and two turns of
+    one conversation may run at once, so new placeholders are numbered under a lock."""
 
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, str], str] = {}
         self._values: dict[str, str] = {}
         self._counters: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._values)
@@ -32,13 +35,14 @@ class Pseudonyms:
         """The placeholder for this value; the same value (up to case and spacing) gets the
         same one for the whole conversation."""
         key = (label, normalize_value(value))
-        found = self._by_key.get(key)
-        if found is None:
-            number = self._counters.get(label, 0) + 1
-            self._counters[label] = number
-            found = f"<{label}_{number}>"
-            self._by_key[key] = found
-            self._values[found] = value
+        with self._lock:
+            found = self._by_key.get(key)
+            if found is None:
+                number = self._counters.get(label, 0) + 1
+                self._counters[label] = number
+                found = f"<{label}_{number}>"
+                self._by_key[key] = found
+                self._values[found] = value
         return found
 
     def restore(self, text: str) -> str:
