@@ -11,6 +11,7 @@ from pathlib import Path
 from . import __version__
 from .config import load_settings
 from .errors import HushError
+from .logfilter import EscapeControl
 
 # journald reads "<N>" prefixes as syslog levels when stderr is connected to it.
 _JOURNAL_LEVELS = {
@@ -29,6 +30,7 @@ class _JournalFormatter(logging.Formatter):
 
 def setup_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(EscapeControl())
     if os.environ.get("JOURNAL_STREAM"):
         handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
     else:

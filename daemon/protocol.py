@@ -11,7 +11,14 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
 from .errors import HushError
 
@@ -21,6 +28,9 @@ PROTOCOL_VERSION = 1
 
 DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
 DEFAULT_MAX_DEPTH = 32
+# Every integer on the wire fits in 64 bits; longer digit strings are refused while parsing,
+# before Python's int conversion (quadratic, and past 4300 digits a ValueError) sees them.
+MAX_INT_DIGITS = 20
 
 
 class ProtocolError(HushError):
@@ -33,7 +43,18 @@ class ProtocolError(HushError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+def _printable(value: str) -> str:
+    # Ids are quoted in the daemon's log and error messages: no newline may forge a line there.
+    if not value.isprintable():
+        raise ValueError("must be printable characters only (no newlines or control characters)")
+    return value
+
+
+RequestId = Annotated[str, StringConstraints(min_length=1, max_length=128),
+                      AfterValidator(_printable)]
 
 
 class ClientHello(_Strict):
@@ -49,11 +70,11 @@ class GenerationParams(_Strict):
 
     max_tokens: int = Field(default=512, ge=1, le=32768)
     temperature: float = Field(default=0.0, ge=0.0, le=5.0)
-    top_k: int = Field(default=0, ge=0)
+    top_k: int = Field(default=0, ge=0, le=2**31 - 1)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     repetition_penalty: float | None = Field(default=None, gt=0.0)
     """None: hushd.yaml's `repetition_penalty`, else the model's measured default."""
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**64 - 1)
     stop: list[str] = Field(default_factory=list, max_length=8)
 
 
@@ -73,7 +94,7 @@ class ChatParams(_Strict):
 
 
 class CancelParams(_Strict):
-    request_id: str
+    request_id: RequestId
 
 
 class EmptyParams(_Strict):
@@ -162,7 +183,7 @@ METHODS: dict[str, type[_Strict]] = {
 class Request(_Strict):
     """Every frame after the hello."""
 
-    id: str = Field(min_length=1, max_length=128)
+    id: RequestId
     method: str
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -280,6 +301,13 @@ def _depth(value: object, limit: int) -> int:
     return deepest
 
 
+def _parse_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise ProtocolError(f"frame holds an integer of {len(digits.lstrip('-'))} digits; "
+                            f"integers here have at most {MAX_INT_DIGITS}")
+    return int(digits)
+
+
 def decode(line: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> dict[str, Any]:
     """Parse one frame into a JSON object, or raise ProtocolError saying what is wrong."""
     try:
@@ -289,7 +317,7 @@ def decode(line: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> dict[str, Any]
             f"frame is not valid UTF-8 (byte {exc.start})", code="bad_frame"
         ) from None
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_int=_parse_int)
     except RecursionError:
         raise ProtocolError(
             f"frame is nested deeper than the limit of {max_depth}", code="too_deep"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from hush.daemon.cli import setup_logging
 from hush.daemon.client import Client, RequestFailed
 from hush.daemon.errors import DaemonUnavailable
 
@@ -315,3 +317,58 @@ def test_status_shows_the_fast_paths_in_force(tiny_daemon: Daemon) -> None:
     status = json.loads(tiny_daemon.hush("status", "--json").stdout)
     assert status["fast_paths"]["isa"].startswith("AVX2 (forced")
     assert status["fast_paths"]["packed_gemm"].startswith("off")
+
+
+def _answer(conn: RawConnection, line: bytes) -> dict[str, object]:
+    conn.send(line + b"\n")
+    while True:
+        frame = conn.frame()
+        if frame["type"] in {"done", "error"}:
+            return frame
+
+
+def test_hostile_numbers_and_ids_are_bad_requests_and_never_reach_the_log(
+        tiny_daemon: Daemon) -> None:
+    tiny_daemon.start()
+    conn = RawConnection(tiny_daemon.socket)
+    conn.hello()
+    huge, long_ = b"9" * 5000, b"9" * 4000
+    forged = "2026-01-01 00:00:00,000 INFO hushd: uid 0 rotated the key-encryption key"
+    cases = [
+        (b'{"id":"a","method":"status","params":{},"x":' + huge + b"}", "5000 digits"),
+        (b'{"id":"b","method":"chat","params":{"message":"hi","options":'
+         b'{"temperature":1.0,"seed":' + long_ + b"}}}", "4000 digits"),
+        (b'{"id":"c","method":"chat","params":{"message":"hi","options":'
+         b'{"seed":99999999999999999999}}}', "params.options.seed"),
+        (b'{"id":"d","method":"chat","params":{"message":"hi","options":'
+         b'{"top_k":9999999999}}}', "params.options.top_k"),
+        (b'{"id":"e","method":"chat","params":{"message":"hi","options":'
+         b'{"repetition_penalty":1e999}}}', "finite"),
+        # A failing request logs its id: on its own line, this would read as the daemon's.
+        (json.dumps({"id": "f\n" + forged, "method": "conversations.get",
+                     "params": {"id": "nope"}}).encode(), "id: "),
+        (json.dumps({"id": "g", "method": "cancel",
+                     "params": {"request_id": "x\r" + forged}}).encode(), "printable"),
+    ]
+    for line, says in cases:
+        frame = _answer(conn, line)
+        assert frame["type"] == "error" and frame["code"] == "bad_request", (line[:60], frame)
+        assert says in str(frame["message"]), frame
+    frame = _answer(conn, b'{"id":"ok","method":"status","params":{}}')
+    assert frame["type"] == "done"  # the same connection still serves
+    log = tiny_daemon.log
+    assert "Traceback" not in log and "99999999999999999999" not in log
+    assert not any(line.startswith(forged) for line in log.splitlines())
+
+
+def test_log_lines_escape_what_they_quote(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        setup_logging("info")  # hushd's own set-up, as `hushd` runs it
+        logging.getLogger("hushd.connection").info(
+            "request %s %s failed", "r1\n2026-01-01 00:00:00,000 INFO hushd: forged", "chat")
+    finally:
+        root.handlers[:], root.level = handlers, level
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "r1\\n2026-01-01" in err, err

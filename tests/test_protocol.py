@@ -77,3 +77,38 @@ def test_valid_chat_request_parses_with_defaults() -> None:
     assert request.id == "a"
     assert isinstance(params, ChatParams)
     assert params.options.max_tokens == 9 and params.options.temperature == 0.0
+
+
+def test_an_integer_too_long_for_64_bits_is_a_bad_request_wherever_it_is() -> None:
+    for line in [b'{"x":' + b"9" * 5000 + b"}", b'{"a":[1,{"b":-' + b"1" * 21 + b"}]}"]:
+        with pytest.raises(ProtocolError) as info:
+            decode(line)
+        assert info.value.code == "bad_request" and "at most 20" in info.value.message
+    assert decode(b'{"seed":18446744073709551615}') == {"seed": 2**64 - 1}
+
+
+@pytest.mark.parametrize(("options", "field"), [
+    ({"seed": 2**64}, "params.options.seed"),
+    ({"seed": -1}, "params.options.seed"),
+    ({"top_k": 2**31}, "params.options.top_k"),
+    ({"temperature": float("nan")}, "params.options.temperature"),
+    ({"repetition_penalty": float("inf")}, "params.options.repetition_penalty"),
+])
+def test_sampling_numbers_the_engine_cannot_take_are_refused(options: dict[str, object],
+                                                            field: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_request({"id": "1", "method": "chat",
+                       "params": {"message": "hi", "options": options}})
+    assert info.value.code == "bad_request" and info.value.message.startswith(field)
+
+
+@pytest.mark.parametrize("bad", ["a\nb", "a\rb", "\x1b[2J", "a\u2028b", "\x00"])
+def test_request_ids_are_printable(bad: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse_request({"id": bad, "method": "status"})
+    assert info.value.code == "bad_request" and "printable" in info.value.message
+    with pytest.raises(ProtocolError) as info:
+        parse_request({"id": "ok", "method": "cancel", "params": {"request_id": bad}})
+    assert info.value.message.startswith("params.request_id")
+    request, _ = parse_request({"id": "r1 é/ü:2", "method": "status"})
+    assert request.id == "r1 é/ü:2"
