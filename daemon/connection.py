@@ -322,7 +322,7 @@ class Connection:
     async def conversations_get(self, request_id: str, params: ConversationParams) -> None:
         conversation = await self.server.history.call(Store.get, self.peer.uid, params.id)
         result = asdict(conversation)
-        result["failures"] = [str(f) for f in conversation.failures]
+        result["failures"] = [f.message for f in conversation.failures]
         await self.send_result(request_id, result)
 
     async def conversations_rename(self, request_id: str, params: RenameParams) -> None:

@@ -45,7 +45,6 @@ class History:
 
     async def open(self, passphrase: str | None = None) -> None:
         """Open the store; stays locked (no error) when it needs a passphrase."""
-        self.database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             self.store = await self.run(open_store, self.database, key_file=self.key_file,
                                         passphrase=passphrase)

@@ -68,8 +68,11 @@ def seal(key: bytes, ref: RecordRef, plaintext: bytes) -> bytes:
     return bytes([FORMAT_VERSION]) + nonce + body
 
 
-def unseal(key: bytes, ref: RecordRef, blob: bytes) -> bytes:
-    if len(blob) < 1 + NONCE_BYTES + 16 or blob[0] != FORMAT_VERSION:
+def unseal(key: bytes, ref: RecordRef, blob: object) -> bytes:
+    # A column edited outside Hush may hold any SQLite type: an INTEGER title is unauthentic
+    # like a flipped byte, never a TypeError.
+    if (not isinstance(blob, bytes) or len(blob) < 1 + NONCE_BYTES + 16
+            or blob[0] != FORMAT_VERSION):
         raise Unauthentic("not a sealed record")
     nonce, body = blob[1 : 1 + NONCE_BYTES], blob[1 + NONCE_BYTES :]
     try:

@@ -16,24 +16,43 @@ _CHECK = b"hush key check v1"
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """Open (creating it 0600 in a 0700 directory) with the settings the design relies on."""
+    """Open (creating it 0600 in a 0700 directory) with the settings the design relies on.
+
+    A directory the daemon cannot write (read-only, another owner, full) is a StoreError that
+    names it, not a traceback."""
+    try:
+        return _connect(path)
+    except (OSError, sqlite3.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if path.parent.is_dir() and not os.access(path.parent, os.W_OK):
+            reason = "its directory is not writable"  # SQLite only says "unable to open"
+        raise StoreError(
+            f"cannot open the conversation store {path}: {reason}. Hush must be able to write "
+            f"its state directory {path.parent}: make it writable for uid {os.getuid()}, or "
+            "choose another (state_dir in hushd.yaml, or --state-dir)") from None
+
+
+def _connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not path.exists():
         # SQLite gives the -wal and -shm files the database's mode, so all of them stay 0600.
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     # The daemon calls the store from one worker thread, not necessarily the opening one.
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
-    if mode != "wal":
+    try:
+        (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
+        if mode != "wal":
+            raise StoreError(f"{path} cannot use write-ahead logging (got {mode!r}); put the "
+                             "state directory on a local file system")
+        # FULL: the WAL is fsynced at every commit, so an acknowledged message survives power
+        # loss, not only a killed process (which NORMAL would already survive).
+        db.execute("PRAGMA synchronous = FULL")
+        # Freed bytes (deleted rows, replaced wrapped keys) are overwritten with zeros.
+        db.execute("PRAGMA secure_delete = ON")
+        db.execute("PRAGMA temp_store = MEMORY")
+    except BaseException:
         db.close()
-        raise StoreError(f"{path} cannot use write-ahead logging (got {mode!r}); put the state "
-                         "directory on a local file system")
-    # FULL: the WAL is fsynced at every commit, so an acknowledged message survives power loss,
-    # not only a killed process (which NORMAL would already survive).
-    db.execute("PRAGMA synchronous = FULL")
-    # Freed bytes (deleted rows, replaced wrapped keys) are overwritten with zeros.
-    db.execute("PRAGMA secure_delete = ON")
-    db.execute("PRAGMA temp_store = MEMORY")
+        raise
     return db
 
 

@@ -62,6 +62,10 @@ log = logging.getLogger(__name__)
 
 DATABASE_NAME = "conversations.db"
 _SNIPPET = 40
+# The clear columns as the types the code expects, whatever an edit outside Hush stored there
+# (a TEXT count would otherwise fail every listing); `get` checks them against the sealed head.
+_COUNT, _CREATED, _UPDATED = ("CAST(message_count AS INTEGER)", "CAST(created AS REAL)",
+                              "CAST(updated AS REAL)")
 
 
 def _snippet(content: str, at: int, length: int) -> str:
@@ -309,11 +313,11 @@ class Store:
         `error` set and an entry in `failures`; the rest reads normally. Only a tampered data key
         makes the whole conversation unreadable (IntegrityError)."""
         with self._lock:
-            row = self._owned(uid, cid, "wrapped_key, title, system, summary, message_count, "
-                                        "created, updated, head")
+            row = self._owned(uid, cid, f"wrapped_key, title, system, summary, {_COUNT}, "
+                                        f"{_CREATED}, {_UPDATED}, head")
             rows = self._db.execute(
-                "SELECT position, body FROM messages WHERE conversation_id = ? ORDER BY position",
-                (cid,)).fetchall()
+                "SELECT CAST(position AS INTEGER), body FROM messages WHERE conversation_id = ? "
+                "ORDER BY position", (cid,)).fetchall()
         wrapped, title_blob, system_blob, summary_blob, _, created, updated, _ = row
         key = self._data_key(uid, cid, wrapped)
         failures: list[IntegrityFailure] = []
@@ -354,7 +358,7 @@ class Store:
         """`uid`'s conversations, most recently updated first, titles decrypted."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, created, updated, message_count, wrapped_key, title "
+                f"SELECT id, {_CREATED}, {_UPDATED}, {_COUNT}, wrapped_key, title "
                 "FROM conversations WHERE uid = ? AND wrapped_key IS NOT NULL "
                 "ORDER BY updated DESC, id LIMIT ? OFFSET ?", (uid, limit, offset)).fetchall()
         summaries = []
@@ -383,7 +387,8 @@ class Store:
         # Streamed under the lock, so a search that fills `limit` early stops reading early.
         with self._lock:
             rows = self._db.execute(
-                "SELECT c.id, c.wrapped_key, c.title, m.position, m.body FROM conversations c "
+                "SELECT c.id, c.wrapped_key, c.title, CAST(m.position AS INTEGER), m.body "
+                "FROM conversations c "
                 "LEFT JOIN messages m ON m.conversation_id = c.id "
                 "WHERE c.uid = ? AND c.wrapped_key IS NOT NULL "
                 "ORDER BY c.updated DESC, c.id, m.position", (uid,))

@@ -3,7 +3,9 @@ every acknowledged append survives SIGKILL, and a delete leaves nothing recovera
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -11,8 +13,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from hush.daemon.store import Kek, KeySource, Store
 from hush.daemon.store.crypto import RecordRef
+from tests.conftest import Daemon
 from tests.store.conftest import files_under, holders, opener
 
 ALICE = 1000
@@ -153,3 +158,34 @@ def test_store_files_stay_private(database: Path, key_file: Path) -> None:
     for path in files_under(database.parent):
         assert (path.stat().st_mode & 0o077) == 0, path
     store.close()
+
+
+def _read_only_mounts() -> bool:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount --bind -o ro / /"],
+                           capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _read_only_mounts(),
+                    reason="needs root and mount namespaces (unshare -m) for a read-only mount")
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "existing"])
+def test_read_only_state_dir_is_a_clear_error(tiny_daemon: Daemon, existing: bool) -> None:
+    if existing:
+        tiny_daemon.start()
+        assert tiny_daemon.hush("ask", "--max-tokens", "3", "hello").returncode == 0
+        assert tiny_daemon.stop() == 0
+    state = str(tiny_daemon.state_dir)
+    # Root ignores file modes, so the state directory is made read-only the way a read-only
+    # file system is: a read-only bind mount in a mount namespace of hushd's own.
+    result = subprocess.run(
+        ["unshare", "-m", "sh", "-c", 'mount --bind -o ro "$1" "$1" && shift && exec "$@"',
+         "sh", state, *tiny_daemon.command()],
+        env=tiny_daemon.env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("hushd: cannot open the conversation store") and state in last
+    assert "not writable" in last, last
+    assert "--state-dir" in last

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hush.daemon.store import IntegrityError, Store
+from hush.daemon.store import DATABASE_NAME, IntegrityError, Store
+from tests.conftest import Daemon
 from tests.store.conftest import opener
 
 ALICE, BOB = 1000, 1001
@@ -173,3 +174,70 @@ def test_edited_timestamp_is_detected(store: Store, database: Path, key_file: Pa
     with offline(store, database, key_file) as db:
         db.execute("UPDATE conversations SET updated = updated + 86400")
     assert [f.kind for f in opener(database, key_file).get(ALICE, cid).failures] == ["head"]
+
+
+@pytest.mark.parametrize("value", [7, 2.5, "plain text"], ids=["integer", "real", "text"])
+@pytest.mark.parametrize("column", ["title", "system", "summary", "head", "wrapped_key"])
+def test_a_field_of_another_type_fails_alone_by_name(store: Store, database: Path,
+                                                     key_file: Path, column: str,
+                                                     value: object) -> None:
+    bad, good = seeded(store), seeded(store)
+    with offline(store, database, key_file) as db:
+        db.execute(f"UPDATE conversations SET {column} = ? WHERE id = ?", (value, bad))
+    reopened = opener(database, key_file)
+    kind = "key" if column == "wrapped_key" else column
+    listed = {s.id: s.error for s in reopened.list(ALICE)}
+    assert listed[good] is None
+    if kind in ("title", "key"):
+        assert listed[bad] is not None and listed[bad].startswith(f"conversation {bad}, {kind}:")
+    hits = {h.conversation_id for h in reopened.search(ALICE, "message 3")}
+    assert good in hits
+    if kind == "key":
+        with pytest.raises(IntegrityError, match=f"conversation {bad}, key: "):
+            reopened.get(ALICE, bad)
+    else:
+        assert [(f.kind, f.position) for f in reopened.get(ALICE, bad).failures] == [(kind, 0)]
+    assert reopened.get(ALICE, good).failures == ()
+
+
+def test_a_message_or_clear_column_of_another_type_fails_alone(store: Store, database: Path,
+                                                               key_file: Path) -> None:
+    bad, good = seeded(store), seeded(store)
+    with offline(store, database, key_file) as db:
+        db.execute("UPDATE messages SET body = 42 WHERE conversation_id = ? AND position = 1",
+                   (bad,))
+        db.execute("UPDATE messages SET position = 'two' WHERE conversation_id = ? AND "
+                   "position = 2", (bad,))
+        db.execute("UPDATE conversations SET message_count = 'many', updated = 'yesterday' "
+                   "WHERE id = ?", (bad,))
+    reopened = opener(database, key_file)
+    listed = {s.id: s for s in reopened.list(ALICE)}
+    assert isinstance(listed[bad].message_count, int) and isinstance(listed[bad].updated, float)
+    assert listed[good].error is None
+    failures = [(f.kind, f.position) for f in reopened.get(ALICE, bad).failures]
+    assert ("head", 0) in failures and ("message", 1) in failures
+    assert {h.conversation_id for h in reopened.search(ALICE, "message 4")} == {bad, good}
+
+
+def test_hush_history_lists_searches_and_shows_around_a_damaged_row(tiny_daemon: Daemon) -> None:
+    tiny_daemon.start()
+    for text in ("first question", "second question"):
+        assert tiny_daemon.hush("ask", "--max-tokens", "3", text).returncode == 0
+    tiny_daemon.stop()
+    with sqlite3.connect(tiny_daemon.state_dir / DATABASE_NAME) as db:
+        (bad,) = db.execute("SELECT id FROM conversations ORDER BY created LIMIT 1").fetchone()
+        db.execute("UPDATE conversations SET title = 12345 WHERE id = ?", (bad,))
+    db.close()
+    tiny_daemon.start()
+    listing = tiny_daemon.hush("history", "list")
+    assert listing.returncode == 0, listing.stderr
+    assert "second question" in listing.stdout
+    assert f"(unreadable: conversation {bad}, title: failed authentication)" in listing.stdout
+    search = tiny_daemon.hush("history", "search", "question")
+    assert search.returncode == 0 and "second question" in search.stdout, search.stderr
+    assert "first question" in search.stdout  # its messages are intact
+    show = tiny_daemon.hush("history", "show", bad)
+    assert show.returncode == 1 and "first question" in show.stdout
+    assert f"conversation {bad}, title: failed authentication" in show.stderr
+    assert "internal" not in listing.stderr + search.stderr + show.stderr
+    assert "Traceback" not in tiny_daemon.log
