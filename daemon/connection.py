@@ -82,6 +82,11 @@ def peer_credentials(sock: socket.socket) -> Peer:
     return Peer(pid, uid, gid, tuple(groups))
 
 
+def is_service_owner(uid: int) -> bool:
+    """Root, or the uid hushd runs as: the user, or the service user under systemd."""
+    return uid in (0, os.getuid())
+
+
 class Connection:
     def __init__(
         self,
@@ -359,9 +364,14 @@ class Connection:
         log.info("uid %d unlocked the store", self.peer.uid)
         await self.send_result(request_id, {"unlocked": True})
 
+    def require_owner(self, action: str) -> None:
+        """Decisions that change the daemon for every user belong to the service owner."""
+        if not is_service_owner(self.peer.uid):
+            raise HushError(f"only root or the daemon's own user (uid {os.getuid()}) may "
+                            f"{action}; ask its administrator", code="forbidden")
+
     async def keys_rotate(self, request_id: str, params: RotateParams) -> None:
-        if self.peer.uid != os.getuid():
-            raise HushError("only the daemon's own user may rotate its keys", code="forbidden")
+        self.require_owner("rotate its keys")
         source = await self.server.history.rotate(params.passphrase)
         log.info("uid %d rotated the key-encryption key (%s)", self.peer.uid, source.kind)
         await self.send_result(request_id, {"key_source": str(source)})
@@ -374,6 +384,7 @@ class Connection:
         await self.send_result(request_id, {"models": models})
 
     async def models_use(self, request_id: str, params: ModelUseParams) -> None:
+        self.require_owner("switch the model it serves to everyone")
         info = await self.server.models.use(params.name)
         log.info("uid %d switched the model to %s", self.peer.uid, params.name)
         await self.send_result(request_id, {"model": params.name,
