@@ -29,10 +29,23 @@ class Limits(BaseModel):
     """Requests one connection may have open at once."""
     max_connections: int = Field(default=64, ge=1)
     """Simultaneous client connections."""
+    max_connections_per_uid: int = Field(default=8, ge=1)
+    """Connections one uid may hold at once, so one user cannot lock the others out; root and
+    the daemon's own uid are not held to it."""
+    owner_reserve: int = Field(default=4, ge=0)
+    """Of `max_connections`, this many only root and the daemon's own uid may take, so other
+    users together can never lock the service owner out (others always keep one)."""
+    hello_timeout_s: float = Field(default=5.0, gt=0)
+    """A connection that has not completed its hello this long after connecting is closed."""
     max_queued: int = Field(default=32, ge=1)
     """Generations waiting for the model before new ones are answered `busy`."""
     idle_timeout_s: float = Field(default=600.0, gt=0)
     """A connection with nothing in flight that sends nothing for this long is closed."""
+
+    @property
+    def room_for_others(self) -> int:
+        """Connections users other than the owner may hold together (always at least one)."""
+        return max(1, self.max_connections - self.owner_reserve)
 
 
 class Settings(BaseModel):

@@ -106,6 +106,7 @@ class Connection:
         limits = server.settings.limits
         self.frames = FrameReader(limits.max_frame_bytes)
         self.uploads = server.documents.uploads(peer.uid)
+        self.connected = time.monotonic()
 
     # --- sending ---
 
@@ -126,11 +127,18 @@ class Connection:
         try:
             while not self.server.stopping:
                 timeout = None if self.tasks else limits.idle_timeout_s
+                if not self.greeted:  # a deadline from connecting, however slowly bytes come
+                    timeout = max(0.0, self.connected + limits.hello_timeout_s - time.monotonic())
                 try:
                     data = await asyncio.wait_for(self.reader.read(65536), timeout)
                 except TimeoutError:
-                    await self.send_error(None, "idle_timeout",
-                                          f"closing a connection idle for {timeout:g} s")
+                    if not self.greeted:
+                        await self.send_error(None, "hello_timeout",
+                                              "closing a connection that sent no hello within "
+                                              f"{limits.hello_timeout_s:g} s of connecting")
+                    else:
+                        await self.send_error(None, "idle_timeout",
+                                              f"closing a connection idle for {timeout:g} s")
                     break
                 if not data:
                     break

@@ -21,7 +21,7 @@ from typing import Any
 
 from . import __version__, paths, systemd
 from .config import Settings
-from .connection import Connection, Peer, peer_credentials
+from .connection import Connection, Peer, is_service_owner, peer_credentials
 from .documents import Documents, summarize_for_inbox
 from .engine import fast_paths
 from .engine.generator import Engine
@@ -33,7 +33,7 @@ from .history import History
 from .memory import limit_heap_growth
 from .models import ModelHolder
 from .policy import Pseudonyms
-from .protocol import encode, error_event
+from .protocol import ErrorEvent, encode, error_event
 from .scheduler import Scheduler
 from .store import Store
 from .summarize.inbox import Inbox
@@ -159,6 +159,28 @@ class Server:
         allowed_gids = set(self.settings.allow_gids) | self.allowed_group_ids
         return bool(allowed_gids & {peer.gid, *peer.groups})
 
+    def connection_refusal(self, peer: Peer) -> ErrorEvent | None:
+        """Refuse past the limits: in all, per uid, and the room kept for the service owner."""
+        limits = self.settings.limits
+        total = len(self.connections)
+        if total >= limits.max_connections:
+            return error_event(None, "too_many_connections",
+                               f"the daemon already serves {total} connections; try again "
+                               "shortly")
+        if is_service_owner(peer.uid):
+            return None
+        others = sum(not is_service_owner(c.peer.uid) for c in self.connections)
+        if others >= limits.room_for_others:
+            return error_event(None, "too_many_connections",
+                               f"the daemon already serves {others} connections of other "
+                               "users, all it takes besides its owner's; try again shortly")
+        mine = sum(c.peer.uid == peer.uid for c in self.connections)
+        if mine >= limits.max_connections_per_uid:
+            return error_event(None, "too_many_connections",
+                               f"uid {peer.uid} already has {mine} connections open, the most "
+                               "one user may; close one and try again")
+        return None
+
     async def on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock: socket.socket = writer.get_extra_info("socket")
         peer = peer_credentials(sock)
@@ -171,10 +193,8 @@ class Server:
                                   "administrator to add you to allow_uids or the socket group")
         elif self.stopping:
             refusal = error_event(None, "shutting_down", "the daemon is shutting down")
-        elif len(self.connections) >= self.settings.limits.max_connections:
-            refusal = error_event(None, "too_many_connections",
-                                  f"the daemon already serves {len(self.connections)} "
-                                  "connections; try again shortly")
+        else:
+            refusal = self.connection_refusal(peer)
         if refusal is not None:
             with contextlib.suppress(ConnectionError):
                 writer.write(encode(refusal))

@@ -1,5 +1,5 @@
-"""Clients that attack the daemon, here as another local user: the daemon must keep serving
-everyone else, and say what it refused."""
+"""Clients that attack the daemon: hold connections, act as another local user.
+The daemon must keep serving everyone else, and say what it refused."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from .conftest import Daemon, RawConnection
 
 NOBODY, OTHER = 65534, 65533
+HELLO = b'{"type":"hello","protocol":1}\n'
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
 
 
@@ -57,6 +59,59 @@ def _as_user(uid: int, steps: Callable[[], object]) -> Iterator[object]:
         os.write(release_w, b"x")
         os.close(release_w)
         os.waitpid(pid, 0)
+
+
+def _hellos(socket: Path, count: int) -> Callable[[], list[object]]:
+    """Open `count` connections, each saying hello; the daemon's first answer to each."""
+    def steps() -> list[object]:
+        answers = []
+        for _ in range(count):
+            conn = RawConnection(socket)
+            with contextlib.suppress(BrokenPipeError):  # a refusal may close it first
+                conn.send(HELLO)
+            answers.append(conn.frame())
+        return answers
+    return steps
+
+
+def _codes(answers: object) -> list[object]:
+    assert isinstance(answers, list), answers
+    return [a.get("code", a.get("type")) for a in answers]
+
+
+# --- connection exhaustion --------------------------------------------------------------------
+
+def test_connections_that_never_say_hello_are_dropped_and_free_their_slots(
+        tiny_daemon: Daemon) -> None:
+    (tiny_daemon.config_dir / "hushd.yaml").write_text("limits:\n  max_connections: 5\n")
+    tiny_daemon.start()
+    squatters = [RawConnection(tiny_daemon.socket) for _ in range(5)]
+    squatters[0].send(b'{"type":')  # a hello that trickles in does not reset the deadline
+    refused = RawConnection(tiny_daemon.socket)  # every slot is taken (by squatters)
+    assert refused.frame()["code"] == "too_many_connections"
+    for squatter in squatters[:4]:  # the fifth may have met the start-up probe's slot
+        squatter.sock.settimeout(5 + 10)  # hello_timeout_s is 5 by default
+        frame = squatter.frame()
+        assert frame["code"] == "hello_timeout" and "5 s" in str(frame["message"]), frame
+        assert squatter.sock.recv(10) == b""
+    result = tiny_daemon.hush("status", timeout=30)
+    assert result.returncode == 0, result.stderr
+
+
+@needs_root
+def test_one_user_cannot_take_every_connection(tiny_daemon: Daemon) -> None:
+    # Defaults: 8 per uid, and 4 of max_connections kept for root and the daemon's own uid.
+    _open_to_everyone(tiny_daemon, "limits:\n  max_connections: 18\n")
+    with _as_user(NOBODY, _hellos(tiny_daemon.socket, 9)) as nobody:
+        assert _codes(nobody) == ["hello"] * 8 + ["too_many_connections"]
+        assert isinstance(nobody, list) and f"uid {NOBODY} already has 8" in nobody[8]["message"]
+        # Another user still gets in, up to what is kept for the owner (18 - 4 - 8) ...
+        with _as_user(OTHER, _hellos(tiny_daemon.socket, 7)) as other:
+            assert _codes(other) == ["hello"] * 6 + ["too_many_connections"]
+            assert isinstance(other, list) and "other users" in other[6]["message"]
+            # ... and the owner (root here) still does.
+            owner = RawConnection(tiny_daemon.socket)
+            assert owner.hello()["type"] == "hello"
 
 
 # --- decisions for everyone -----------------------------------------------------------------
