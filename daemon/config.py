@@ -41,6 +41,12 @@ class Limits(BaseModel):
     """Generations waiting for the model before new ones are answered `busy`."""
     idle_timeout_s: float = Field(default=600.0, gt=0)
     """A connection with nothing in flight that sends nothing for this long is closed."""
+    max_unsent_bytes: int = Field(default=64 * 1024, ge=4096)
+    """Output one connection may have waiting for its client to read, in the kernel's socket
+    buffer and again in hushd's own; past it, sending waits for the client."""
+    send_timeout_s: float = Field(default=15.0, gt=0)
+    """A client that leaves its output past `max_unsent_bytes` unread this long has its
+    requests cancelled and its connection closed."""
 
     @property
     def room_for_others(self) -> int:

@@ -107,6 +107,12 @@ class Connection:
         self.frames = FrameReader(limits.max_frame_bytes)
         self.uploads = server.documents.uploads(peer.uid)
         self.connected = time.monotonic()
+        self.dropped = False
+        # Unsent output is bounded twice over: the kernel's socket buffer, and ours, past which
+        # drain() waits; send() gives a client that reads nothing send_timeout_s to take it.
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
+                                                   limits.max_unsent_bytes)
+        writer.transport.set_write_buffer_limits(high=limits.max_unsent_bytes)
 
     # --- sending ---
 
@@ -114,7 +120,25 @@ class Connection:
         if self.writer.is_closing():
             raise ConnectionResetError("client went away")
         self.writer.write(encode(frame))
-        await self.writer.drain()
+        timeout = self.server.settings.limits.send_timeout_s
+        try:
+            await asyncio.wait_for(self.writer.drain(), timeout)
+        except TimeoutError:
+            self.drop_slow_reader(timeout)
+            raise ConnectionResetError("the client reads nothing") from None
+
+    def drop_slow_reader(self, waited: float) -> None:
+        """Cancel the requests of a client that stopped reading, and cut it off."""
+        if self.dropped:
+            return
+        self.dropped = True
+        log.warning("connection %s: the client left %d bytes unread for %g s; cancelling its "
+                    "%d requests and closing it", self.tag,
+                    self.writer.transport.get_write_buffer_size(), waited, len(self.tasks))
+        for event in self.cancels.values():
+            event.set()
+        # Nothing more can reach this client: drop what is queued with the socket.
+        self.writer.transport.abort()
 
     async def send_error(self, request_id: str | None, code: str, message: str) -> None:
         with contextlib.suppress(ConnectionError):
@@ -150,9 +174,11 @@ class Connection:
         except ConnectionError:
             pass
         finally:
-            await self.close()
+            await self.close(limits.send_timeout_s)
 
-    async def close(self) -> None:
+    async def close(self, flush_timeout: float) -> None:
+        """Cancel what is in flight and close; output the client has not taken within
+        `flush_timeout` seconds is dropped with the socket."""
         # A client that vanished mid-stream must not keep the model busy.
         for event in self.cancels.values():
             event.set()
@@ -162,8 +188,13 @@ class Connection:
         await asyncio.gather(*tasks, return_exceptions=True)
         self.uploads.clear()
         self.writer.close()
-        with contextlib.suppress(ConnectionError):
-            await self.writer.wait_closed()
+        try:
+            # Shielded: a timeout must not cancel the close future another waiter shares.
+            await asyncio.wait_for(asyncio.shield(self.writer.wait_closed()), flush_timeout)
+        except TimeoutError:
+            self.writer.transport.abort()
+        except ConnectionError:
+            pass
 
     async def handle_frame(self, line: bytes) -> None:
         limits = self.server.settings.limits

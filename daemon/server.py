@@ -41,6 +41,10 @@ from .summarize.inbox import Inbox
 log = logging.getLogger("hushd")
 
 RETENTION_INTERVAL_S = 3600.0
+# After the grace period: how long cancelled requests get to send their `done`, then how long
+# each client gets to take what is still queued for it, before its socket is dropped.
+CANCEL_WAIT_S = 2.0
+CLOSE_FLUSH_S = 1.0
 
 # Settings bound to resources made once at start (sockets, directories, threads).
 _RESTART_ONLY = ("socket", "socket_mode", "socket_group", "state_dir", "config_dir",
@@ -327,9 +331,9 @@ class Server:
                 for connection in self.connections:
                     for event in connection.cancels.values():
                         event.set()
-                await asyncio.wait(pending, timeout=5.0)
-        for connection in list(self.connections):
-            await connection.close()
+                await asyncio.wait(pending, timeout=CANCEL_WAIT_S)
+        # A client that reads nothing must not hold the exit: grace means grace.
+        await asyncio.gather(*(c.close(CLOSE_FLUSH_S) for c in list(self.connections)))
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)

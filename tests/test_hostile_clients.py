@@ -1,4 +1,4 @@
-"""Clients that attack the daemon: hold connections, act as another local user.
+"""Clients that attack the daemon: hold connections, read nothing, act as another local user.
 The daemon must keep serving everyone else, and say what it refused."""
 
 from __future__ import annotations
@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -79,6 +81,30 @@ def _codes(answers: object) -> list[object]:
     return [a.get("code", a.get("type")) for a in answers]
 
 
+def _wait_for_log(daemon: Daemon, text: str, count: int = 1, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while daemon.log.count(text) < count:
+        assert time.monotonic() < deadline, f"{count}x {text!r} not in the log:\n{daemon.log}"
+        time.sleep(0.05)
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def _closed_by_daemon(conn: RawConnection, timeout: float = 15) -> bool:
+    """Read what is left; True when the daemon closed the connection within `timeout`."""
+    conn.sock.settimeout(timeout)
+    with contextlib.suppress(TimeoutError, ConnectionResetError):
+        while conn.sock.recv(1 << 20):
+            pass
+        return True
+    return False
+
+
 # --- connection exhaustion --------------------------------------------------------------------
 
 def test_connections_that_never_say_hello_are_dropped_and_free_their_slots(
@@ -112,6 +138,49 @@ def test_one_user_cannot_take_every_connection(tiny_daemon: Daemon) -> None:
             # ... and the owner (root here) still does.
             owner = RawConnection(tiny_daemon.socket)
             assert owner.hello()["type"] == "hello"
+
+
+# --- clients that read nothing ------------------------------------------------------------------
+
+def _chat(request_id: str, max_tokens: int = 30000) -> bytes:
+    return json.dumps({"id": request_id, "method": "chat",
+                       "params": {"message": "go", "options": {"max_tokens": max_tokens}}}
+                      ).encode() + b"\n"
+
+
+def test_clients_that_read_nothing_are_cut_off_and_others_get_answers(
+        tiny_daemon: Daemon) -> None:
+    (tiny_daemon.config_dir / "hushd.yaml").write_text(
+        "limits:\n  max_unsent_bytes: 4096\n  send_timeout_s: 1\n")
+    tiny_daemon.start()
+    assert tiny_daemon.process is not None
+    before = _rss_mib(tiny_daemon.process.pid)
+    stalled = []
+    for n in range(3):
+        conn = RawConnection(tiny_daemon.socket)
+        conn.send(HELLO + b"".join(_chat(f"c{n}r{r}") for r in range(2)))
+        stalled.append(conn)
+    answer = tiny_daemon.hush("ask", "--max-tokens", "5", "hello", timeout=60)
+    assert answer.returncode == 0 and answer.stdout.strip(), answer.stderr
+    _wait_for_log(tiny_daemon, "unread for 1 s; cancelling", count=3)
+    assert all(_closed_by_daemon(conn) for conn in stalled)
+    assert _rss_mib(tiny_daemon.process.pid) - before < 100
+    status = json.loads(tiny_daemon.hush("status", "--json").stdout)
+    assert status["connections"] <= 1 and status["generating"] == 0, status
+
+
+def test_sigterm_exits_within_the_grace_whatever_a_stuck_client_does(
+        tiny_daemon: Daemon) -> None:
+    (tiny_daemon.config_dir / "hushd.yaml").write_text("shutdown_grace_s: 1\n")
+    tiny_daemon.start()
+    assert tiny_daemon.process is not None
+    stuck = RawConnection(tiny_daemon.socket)
+    stuck.send(HELLO + _chat("stuck"))
+    time.sleep(1)  # its answer fills the socket buffers; the client never reads
+    tiny_daemon.process.send_signal(signal.SIGTERM)
+    assert tiny_daemon.process.wait(1 + 8) == 0, tiny_daemon.log
+    assert "stopped" in tiny_daemon.log and "Traceback" not in tiny_daemon.log, tiny_daemon.log
+    stuck.close()
 
 
 # --- decisions for everyone -----------------------------------------------------------------
