@@ -20,6 +20,7 @@ from pathlib import Path
 
 from hush.daemon import paths
 from hush.daemon.engine.generator import Engine
+from hush.daemon.engine.probe import recorded_threads
 from hush.daemon.summarize import Progress, Summarizer, extract_text
 
 CORPUS = Path(__file__).parent.parent / "tests" / "summarize" / "corpus"
@@ -61,8 +62,8 @@ def main() -> None:
                         help="CTranslate2 intra threads (default: what the import probe chose)")
     args = parser.parse_args()
 
-    engine = Engine.load(paths.CacheLayout.default().models / args.model,
-                         intra_threads=args.threads)
+    model_dir = paths.CacheLayout.default().models / args.model
+    engine = Engine.load(model_dir, intra_threads=args.threads or recorded_threads(model_dir))
     try:
         text = extract_text(DOCUMENT.read_bytes(), filename=DOCUMENT.name).text
         runs = [run(engine, text, batched=True, args=args),

@@ -124,6 +124,10 @@ async def test_full_queue_answers_busy(tiny_daemon: Daemon) -> None:
         await queued
 
 
+def load_one_thread(model_dir: Path) -> Engine:
+    return Engine.load(model_dir, intra_threads=1)
+
+
 async def _drain(client: Client, request_id: str, params: dict[str, object]) -> None:
     async for _event in client.request("chat", params, request_id=request_id):
         pass
@@ -132,7 +136,7 @@ async def _drain(client: Client, request_id: str, params: dict[str, object]) -> 
 async def test_one_peer_cannot_starve_another(tiny_cache: Path) -> None:
     # The real scheduler and engine in-process: one worker, batches of one, so the order in
     # which waiting requests run is the scheduler's choice.
-    models = ModelHolder(tiny_cache / "models", "tiny", Engine.load, keep_alive_s=None)
+    models = ModelHolder(tiny_cache / "models", "tiny", load_one_thread, keep_alive_s=None)
     scheduler = Scheduler(models, max_queued=32, workers=1, max_batch=1)
     scheduler.start()
     order: list[str] = []
@@ -173,7 +177,7 @@ async def test_one_peer_cannot_starve_another(tiny_cache: Path) -> None:
 async def test_free_workers_share_the_waiting_requests(tiny_cache: Path) -> None:
     # Two workers, four requests already waiting when they start: each worker decodes two on
     # its own cores instead of the first taking all four and the second idling.
-    models = ModelHolder(tiny_cache / "models", "tiny", Engine.load, keep_alive_s=None)
+    models = ModelHolder(tiny_cache / "models", "tiny", load_one_thread, keep_alive_s=None)
     scheduler = Scheduler(models, max_queued=32, workers=2, max_batch=8)
     stats = [GenerationStats() for _ in range(4)]
 
@@ -212,7 +216,7 @@ async def test_requests_sent_together_share_the_first_batches(
         return fit_prompt(self, messages, max_tokens)
 
     monkeypatch.setattr(Engine, "fit_prompt", slow_fit_prompt)
-    models = ModelHolder(tiny_cache / "models", "tiny", Engine.load, keep_alive_s=None)
+    models = ModelHolder(tiny_cache / "models", "tiny", load_one_thread, keep_alive_s=None)
     scheduler = Scheduler(models, max_queued=32, workers=2, max_batch=8)
     scheduler.start()
     stats = [GenerationStats() for _ in range(8)]

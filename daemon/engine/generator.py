@@ -280,17 +280,13 @@ class Engine:
         self._cached_tokens = 0
 
     @classmethod
-    def load(cls, model_dir: Path, *, intra_threads: int | None = None,
-             inter_threads: int = 1) -> Engine:
-        """Load a model directory. `intra_threads` None uses what the import probe measured."""
+    def load(cls, model_dir: Path, *, intra_threads: int, inter_threads: int = 1) -> Engine:
+        """Load a model directory. The caller picks the thread counts (probe.recorded_threads
+        gives what the import probe measured), so loading needs no measurement."""
         from .executable_memory import require_executable_memory
-        from .probe import recorded_choice
 
         require_executable_memory()
         model_dir = Path(model_dir)
-        if intra_threads is None:
-            recorded = recorded_choice(model_dir)
-            intra_threads = recorded.intra_threads if recorded else 1
         info = ModelInfo.load(model_dir)
         tokenizer = Tokenizer.load(model_dir)
         engine = cls(None, tokenizer, info)

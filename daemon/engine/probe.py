@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import ModelError
+from .generator import Engine, GenerationOptions, Job
 from .openmp import openmp_runtime
 
 PROBE_FILE = "threads.json"
@@ -61,8 +62,6 @@ def workers_for(intra_threads: int, cores: int | None = None) -> int:
 
 def _measure(model_dir: Path, intra: int, workers: int, tokens: int) -> tuple[float, float]:
     """(single-stream tok/s, aggregate tok/s with every worker decoding a batch)."""
-    from .generator import Engine, GenerationOptions, Job
-
     engine = Engine.load(model_dir, intra_threads=intra, inter_threads=workers)
     try:
         prompts = [engine.prompt_ids([{"role": "user", "content": p}]) for p in _PROBE_PROMPTS]
@@ -154,6 +153,13 @@ def recorded_choice(model_dir: Path) -> ThreadChoice | None:
     intra = max(1, min(intra, cores))
     return ThreadChoice(intra, workers_for(intra, cores), single, aggregate,
                         measured_on or cores, runtime)
+
+
+def recorded_threads(model_dir: Path) -> int:
+    """The intra-op thread count the probe chose for this model, fitted to the cores here;
+    1 for a model never probed."""
+    recorded = recorded_choice(model_dir)
+    return recorded.intra_threads if recorded else 1
 
 
 def needs_probe(model_dir: Path) -> bool:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .generator import Engine, GenerationOptions, Job
 from .openmp import openmp_runtime
+from .probe import recorded_threads
 
 DEFAULT_SYSTEM = "You are a helpful assistant."
 
@@ -101,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repetition-penalty", type=float, default=None,
                         help="default: the model's own")
     args = parser.parse_args(argv)
-    engine = Engine.load(args.model_dir, intra_threads=args.threads)
+    engine = Engine.load(args.model_dir,
+                         intra_threads=args.threads or recorded_threads(args.model_dir))
     try:
         options = GenerationOptions(max_tokens=args.max_tokens,
                                     repetition_penalty=args.repetition_penalty)

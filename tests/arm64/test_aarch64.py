@@ -60,7 +60,7 @@ def test_ctranslate2_generates_int8_on_arm64(tmp_path: Path) -> None:
     import ctranslate2
 
     assert "int8" in ctranslate2.get_supported_compute_types("cpu")
-    engine = Engine.load(build_tiny_model(tmp_path / "tiny"))
+    engine = Engine.load(build_tiny_model(tmp_path / "tiny"), intra_threads=1)
     generation = engine.stream(engine.prompt_ids([{"role": "user", "content": "hi"}]),
                                GenerationOptions(max_tokens=4))
     assert "".join(generation)

@@ -126,7 +126,7 @@ class Imports:
             dest = self.root / f"{quantization}-{smooth}-{rotate}"
             import_gguf(self.gguf, dest, quantization=quantization, smooth=smooth,
                         rotate=rotate)
-            self._engines[key] = Engine.load(dest)
+            self._engines[key] = Engine.load(dest, intra_threads=1)
         return self._engines[key]
 
 

@@ -188,7 +188,7 @@ def spec_of(path: Path, arch: str) -> Any:
 
 
 def generate(model_dir: Path, text: str, n: int = 6) -> tuple[Engine, int]:
-    engine = Engine.load(model_dir)
+    engine = Engine.load(model_dir, intra_threads=1)
     ids = engine.tokenizer.encode(text)
     if engine.info.add_bos and engine.bos_id is not None:
         ids.insert(0, engine.bos_id)

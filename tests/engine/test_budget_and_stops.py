@@ -21,7 +21,7 @@ from hush.daemon.engine.testing import build_tiny_model
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     # A short context, so that budgets are exceeded with little text.
     path = build_tiny_model(tmp_path_factory.mktemp("m") / "tiny", context_length=512)
-    engine = Engine.load(path)
+    engine = Engine.load(path, intra_threads=1)
     yield engine
     engine.close()
 
@@ -136,7 +136,7 @@ def test_completion_mode_caches_the_system_text(tmp_path: Path) -> None:
     path = build_tiny_model(tmp_path / "base")
     info = ModelInfo.load(path)
     dataclasses.replace(info, chat_template=None).save(path)
-    engine = Engine.load(path)
+    engine = Engine.load(path, intra_threads=1)
     try:
         system = {"role": "system", "content": "Facts about the sea, written for children."}
         prompt = engine.fit_prompt([system, {"role": "user", "content": "Waves are"}], 16)
@@ -158,7 +158,7 @@ def test_cached_prefixes_stay_within_their_token_budget(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # CTranslate2 never evicts a cached prompt state, so the engine stops handing it new ones.
     monkeypatch.setattr(generator, "STATIC_CACHE_TOKENS", 100)
-    engine = Engine.load(build_tiny_model(tmp_path / "tiny"))
+    engine = Engine.load(build_tiny_model(tmp_path / "tiny"), intra_threads=1)
     try:
         def static_for(system: str) -> int:
             return engine.fit_prompt([{"role": "system", "content": system},

@@ -17,6 +17,7 @@ import pytest
 from hush.daemon import paths
 from hush.daemon.engine import catalog
 from hush.daemon.engine.generator import Engine, GenerationOptions
+from hush.daemon.engine.probe import recorded_threads
 
 from ..conftest import Daemon
 
@@ -100,7 +101,8 @@ def test_qwen_coder_1_5b_pull_import_and_answer(tmp_path: Path) -> None:
     assert info.source_sha256 == catalog.CATALOG[name].sha256
     # 1.54 B weights, plus the LM head the GGUF stores untied: 1.78 B tensors in the file.
     assert 1_500_000_000 < info.parameter_count < 1_800_000_000
-    engine = Engine.load(layout.models / name)
+    model_dir = layout.models / name
+    engine = Engine.load(model_dir, intra_threads=recorded_threads(model_dir))
 
     def ask(prompt: str) -> str:
         messages = [{"role": "user", "content": prompt}]

@@ -16,12 +16,12 @@ from hush.daemon.engine.testing import build_tiny_model
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    return Engine.load(build_tiny_model(tmp_path_factory.mktemp("m") / "tiny"))
+    return Engine.load(build_tiny_model(tmp_path_factory.mktemp("m") / "tiny"), intra_threads=1)
 
 
 def test_tiny_model_builds_and_loads_fast(tmp_path: Path) -> None:
     started = time.monotonic()
-    engine = Engine.load(build_tiny_model(tmp_path / "tiny"))
+    engine = Engine.load(build_tiny_model(tmp_path / "tiny"), intra_threads=1)
     assert time.monotonic() - started < 1.0
     assert engine.info.end_of_turn_tokens[0] == "<|im_end|>"
 
@@ -147,7 +147,7 @@ def test_requests_without_a_repetition_penalty_get_the_models(tmp_path: Path) ->
     from hush.daemon.engine.model_info import ModelInfo
 
     model = build_tiny_model(tmp_path / "tiny")
-    engine = Engine.load(model)
+    engine = Engine.load(model, intra_threads=1)
     ids = engine.prompt_ids([{"role": "user", "content": "hi"}])
     assert Job(engine, ids, GenerationOptions(), print).options.repetition_penalty == (
         DEFAULT_REPETITION_PENALTY)  # nothing recorded at import: the general default
@@ -155,6 +155,6 @@ def test_requests_without_a_repetition_penalty_get_the_models(tmp_path: Path) ->
     assert chosen.options.repetition_penalty == 1.0
     engine.close()
     replace(ModelInfo.load(model), repetition_penalty=1.3).save(model)
-    measured = Engine.load(model)
+    measured = Engine.load(model, intra_threads=1)
     assert Job(measured, ids, GenerationOptions(), print).options.repetition_penalty == 1.3
     measured.close()

@@ -35,7 +35,7 @@ def smollm2_dir(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(scope="module")
 def engine(smollm2_dir: Path) -> Engine:
-    return Engine.load(smollm2_dir)
+    return Engine.load(smollm2_dir, intra_threads=1)
 
 
 def test_import_writes_complete_directory(smollm2_dir: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from hush.daemon.engine.generator import Engine
+from hush.daemon.engine.probe import recorded_threads
 
 CORPUS = Path(__file__).parent / "corpus"
 LONG_DOCUMENT = "kessel_river_survey.md"
@@ -23,7 +24,8 @@ def facts() -> dict[str, list[list[str]]]:
 
 @pytest.fixture(scope="session")
 def smollm2(real_cache: Path) -> Iterator[Engine]:
-    engine = Engine.load(real_cache / "models" / "smollm2-135m")
+    model_dir = real_cache / "models" / "smollm2-135m"
+    engine = Engine.load(model_dir, intra_threads=recorded_threads(model_dir))
     yield engine
     engine.close()
 

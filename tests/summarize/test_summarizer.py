@@ -10,6 +10,7 @@ import pytest
 
 from hush.daemon import paths
 from hush.daemon.engine.generator import Engine, Job
+from hush.daemon.engine.probe import recorded_threads
 from hush.daemon.summarize import Progress, Summarizer, SummaryCancelled, extract_text
 
 from .conftest import CORPUS, LONG_DOCUMENT, facts_found
@@ -126,7 +127,7 @@ def test_corpus_key_facts_with_qwen_coder(facts: dict[str, list[list[str]]],
     model_dir = paths.CacheLayout.default().models / "qwen2.5-coder-0.5b"
     if not (model_dir / "hush-model.json").exists():
         pytest.skip("qwen2.5-coder-0.5b is not pulled: run `hush model pull qwen2.5-coder-0.5b`")
-    engine = Engine.load(model_dir)
+    engine = Engine.load(model_dir, intra_threads=recorded_threads(model_dir))
     try:
         check = ContextCheck(engine)
         progress: list[Progress] = []
