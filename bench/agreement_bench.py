@@ -111,8 +111,8 @@ def main() -> None:
     if args.child:
         _child(json.loads(args.child))
         return
-    from hush.daemon.engine import catalog
-    from hush.daemon.engine.gguf_import import import_gguf
+    from hush.daemon.engine.convert.gguf_import import import_gguf
+    from hush.daemon.engine.convert.pull import fetch_gguf, pull
     from hush.daemon.paths import CacheLayout
 
     layout = CacheLayout.default()
@@ -120,11 +120,11 @@ def main() -> None:
                               "import": ("int8, the default import: SmoothQuant (alpha 0.5), and the "
                                         "residual rotation for llama models")}
     for name in [m for m in args.models.split(",") if m]:
-        catalog.pull(name, layout.models, layout.downloads)
+        pull(name, layout.models, layout.downloads)
         print(f"  {name}: int8 against float32", flush=True)
         with tempfile.TemporaryDirectory(prefix="hush-f32-") as tmp:
             float32_dir = Path(tmp) / name
-            import_gguf(catalog.fetch_gguf(name, layout.downloads), float32_dir,
+            import_gguf(fetch_gguf(name, layout.downloads), float32_dir,
                         quantization="float32")
             result["models"][name] = measure(layout.models / name, float32_dir)
     print(f"results: {common.write_result('agreement', result)}")

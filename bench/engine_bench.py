@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hush.daemon.engine.catalog import fetch_gguf
+from hush.daemon.engine.convert.pull import fetch_gguf
 from hush.daemon.engine.generator import Engine, GenerationOptions, Job
 from hush.daemon.engine.probe import recorded_choice
 from hush.daemon.paths import CacheLayout

@@ -22,7 +22,7 @@ from . import common
 _CHILD = """
 import json, sys, time
 from pathlib import Path
-from hush.daemon.engine.gguf_import import import_gguf
+from hush.daemon.engine.convert.gguf_import import import_gguf
 start = time.monotonic()
 import_gguf(Path(sys.argv[1]), Path(sys.argv[2]))
 seconds = time.monotonic() - start
@@ -49,13 +49,13 @@ def main() -> None:
     parser.add_argument("--models", default="smollm2-135m,gemma3-270m,qwen2.5-coder-0.5b,"
                                             "qwen2.5-coder-1.5b")
     args = parser.parse_args()
-    from hush.daemon.engine import catalog
+    from hush.daemon.engine.convert.pull import fetch_gguf
     from hush.daemon.paths import CacheLayout
 
     downloads = CacheLayout.default().downloads
     rows = {}
     for name in [m for m in args.models.split(",") if m]:
-        rows[name] = measure(catalog.fetch_gguf(name, downloads))
+        rows[name] = measure(fetch_gguf(name, downloads))
         r = rows[name]
         print(f"  {name}: peak {r['peak_rss_mb']:,.0f} MiB for a {r['int8_model_mb']:,.0f} MiB "
               f"int8 model (bar {r['bar_mb']:,.0f}: {'met' if r['within_bar'] else 'NOT met'}), "

@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from hush.daemon.engine.catalog import fetch_gguf
+from hush.daemon.engine.convert.gguf_import import VocabPruning, import_gguf
+from hush.daemon.engine.convert.pull import fetch_gguf
 from hush.daemon.engine.generator import Engine
-from hush.daemon.engine.gguf_import import VocabPruning, import_gguf
 from hush.daemon.engine.vocab_pruning import read_kept
 from hush.daemon.paths import CacheLayout
 

@@ -77,20 +77,20 @@ def main() -> None:
     args = parser.parse_args()
     import tempfile
 
-    from hush.daemon.engine import catalog
-    from hush.daemon.engine.gguf_import import import_gguf
+    from hush.daemon.engine.convert.gguf_import import import_gguf
+    from hush.daemon.engine.convert.pull import fetch_gguf, pull
     from hush.daemon.paths import CacheLayout
 
     layout = CacheLayout.default()
     result: dict[str, Any] = {"machine": common.machine(), "quiz": str(QUIZ.name),
                               "models": {}}
     for name in [m for m in args.models.split(",") if m]:
-        catalog.pull(name, layout.models, layout.downloads)
+        pull(name, layout.models, layout.downloads)
         with tempfile.TemporaryDirectory(prefix="hush-f32-") as tmp:
             float32_dir = None
             if args.float32:
                 float32_dir = Path(tmp) / name
-                import_gguf(catalog.fetch_gguf(name, layout.downloads), float32_dir,
+                import_gguf(fetch_gguf(name, layout.downloads), float32_dir,
                             quantization="float32")
             result["models"][name] = measure_model(
                 name, layout.models, [p for p in args.paths.split(",") if p],

@@ -20,8 +20,8 @@ from typing import ClassVar
 import pytest
 
 from hush.daemon import paths
-from hush.daemon.engine import catalog
-from hush.daemon.engine.testing import build_tiny_model
+from hush.daemon.engine.convert.pull import fetch_gguf, pull
+from hush.daemon.engine.convert.testing import build_tiny_model
 
 REAL_MODEL = "smollm2-135m"
 TINY_MODEL = "tiny"
@@ -31,14 +31,14 @@ TINY_MODEL = "tiny"
 def real_cache() -> Path:
     """The machine's model cache with smollm2-135m in it (fetched once per machine)."""
     layout = paths.CacheLayout.default()
-    catalog.pull(REAL_MODEL, layout.models, layout.downloads)
+    pull(REAL_MODEL, layout.models, layout.downloads)
     return layout.root
 
 
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
     """The verified SmolLM2 GGUF from the machine's download cache."""
-    return catalog.fetch_gguf(REAL_MODEL, paths.CacheLayout.default().downloads)
+    return fetch_gguf(REAL_MODEL, paths.CacheLayout.default().downloads)
 
 
 @pytest.fixture(scope="session")
@@ -212,7 +212,7 @@ def catalog_daemon(short_dir: Path, request: pytest.FixtureRequest) -> Iterator[
     """
     name = str(request.param)
     layout = paths.CacheLayout.default()
-    catalog.pull(name, layout.models, layout.downloads)
+    pull(name, layout.models, layout.downloads)
     daemon = _daemon(short_dir, layout.root, name)
     yield daemon
     if daemon.process is not None and daemon.process.poll() is None:

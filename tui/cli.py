@@ -410,7 +410,7 @@ def _finish_import(name: str, model_dir: Path) -> None:
 def _check_agreement(name: str, model_dir: Path, threads: int) -> None:
     """Measure how often the int8 model predicts the float32 reference's next token, and say
     so when it is below the bar (the import stands: it is still the model asked for)."""
-    from hush.daemon.engine import agreement
+    from hush.daemon.engine.convert import agreement
     from hush.daemon.engine.generator import Engine
 
     engine = Engine.load(model_dir, intra_threads=threads)
@@ -454,8 +454,10 @@ def _print_catalog(installed: set[str]) -> None:
 
 
 def model_command(socket: Path, args: argparse.Namespace) -> int:
-    from hush.daemon.engine import agreement, catalog
-    from hush.daemon.engine.gguf_import import VocabPruning, import_gguf
+    from hush.daemon.engine import catalog
+    from hush.daemon.engine.convert import agreement
+    from hush.daemon.engine.convert.gguf_import import VocabPruning, import_gguf
+    from hush.daemon.engine.convert.pull import pull
     from hush.daemon.engine.probe import needs_probe
     from hush.daemon.engine.vocab_pruning import read_kept
 
@@ -486,7 +488,7 @@ def model_command(socket: Path, args: argparse.Namespace) -> int:
                   f"{memory / 1024:.1f} GB of memory (`hush model list` compares them)",
                   file=sys.stderr)
         name = args.install_as or args.name
-        info = catalog.pull(args.name, layout.models, layout.downloads, _progress,
+        info = pull(args.name, layout.models, layout.downloads, _progress,
                             install_as=name, prune=prune)
         if chosen:
             paths.choose_model(config_dir, name)

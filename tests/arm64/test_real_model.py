@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hush.daemon.engine.gguf_import import import_gguf
+from hush.daemon.engine.convert.gguf_import import import_gguf
 from hush.daemon.engine.model_info import ModelInfo
 
 from ..conftest import REAL_MODEL, Daemon, _daemon

@@ -18,13 +18,13 @@ import numpy.typing as npt
 import pytest
 
 from hush.daemon import paths
-from hush.daemon.engine import catalog
+from hush.daemon.engine.convert.gguf_import import import_gguf
+from hush.daemon.engine.convert.pull import fetch_gguf
+from hush.daemon.engine.convert.reference import ReferenceModel
+from hush.daemon.engine.convert.smoothing import SMOOTHED_QUANTIZATIONS
 from hush.daemon.engine.errors import UnsupportedModelError
 from hush.daemon.engine.generator import Engine, GenerationOptions
-from hush.daemon.engine.gguf_import import import_gguf
 from hush.daemon.engine.quiz import ask_all
-from hush.daemon.engine.reference import ReferenceModel
-from hush.daemon.engine.smoothing import SMOOTHED_QUANTIZATIONS
 
 from ..quiz import PASS_MARK, easy_questions
 
@@ -184,7 +184,7 @@ def test_rotation_brings_smollm2_int8_closer(smollm2: Imports, record_property: 
 
 
 def test_rotation_is_refused_where_it_does_not_fold(tmp_path: Path) -> None:
-    gguf = catalog.fetch_gguf("gemma3-270m", paths.CacheLayout.default().downloads)
+    gguf = fetch_gguf("gemma3-270m", paths.CacheLayout.default().downloads)
     with pytest.raises(UnsupportedModelError, match=r"residual rotation.*gemma3"):
         import_gguf(gguf, tmp_path / "gemma", rotate=True)
     assert not (tmp_path / "gemma").exists()
@@ -206,7 +206,7 @@ def catalog_model(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Imports]:
     name = str(request.param)
-    gguf = catalog.fetch_gguf(name, paths.CacheLayout.default().downloads)
+    gguf = fetch_gguf(name, paths.CacheLayout.default().downloads)
     yield Imports(gguf, tmp_path_factory.mktemp(f"agreement-{name}"))
 
 

@@ -18,10 +18,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from hush.daemon.engine.architectures import build_decoder_spec
+from hush.daemon.engine.convert.architectures import build_decoder_spec
+from hush.daemon.engine.convert.gguf_import import _GGUF, import_gguf
 from hush.daemon.engine.errors import ModelError, UnsupportedModelError
 from hush.daemon.engine.generator import Engine, GenerationOptions
-from hush.daemon.engine.gguf_import import _GGUF, import_gguf
 from hush.daemon.engine.model_info import ModelInfo
 from hush.daemon.engine.tokenizer import byte_decoder
 
@@ -299,7 +299,7 @@ def test_gemma3_layers_norms_and_embeddings(tmp_path: Path) -> None:
 
 
 def test_gemma3_default_pattern_every_sixth_layer_is_global(tmp_path: Path) -> None:
-    from hush.daemon.engine.architectures import HyperParameters, _gemma3_sliding_layers
+    from hush.daemon.engine.convert.architectures import HyperParameters, _gemma3_sliding_layers
 
     path = write(make_model("gemma3"), tmp_path / "g.gguf")
     hp = HyperParameters.read(_GGUF(path), "gemma3")
@@ -388,7 +388,7 @@ def test_unknown_pre_tokenizer_is_named(tmp_path: Path) -> None:
 def test_sentencepiece_vocab_without_unknown_token(tmp_path: Path) -> None:
     m = make_model("gemma3")
     path = write(m, tmp_path / "g.gguf")
-    from hush.daemon.engine.gguf_import import _read_vocab
+    from hush.daemon.engine.convert.gguf_import import _read_vocab
     from hush.daemon.engine.tokenizer import build_tokenizer_files
 
     vocab = _read_vocab(_GGUF(path))

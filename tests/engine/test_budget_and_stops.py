@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from hush.daemon.engine import generator
+from hush.daemon.engine.convert.testing import build_tiny_model
 from hush.daemon.engine.errors import ModelError
 from hush.daemon.engine.generator import Engine, GenerationOptions, Job
 from hush.daemon.engine.model_info import ModelInfo
 from hush.daemon.engine.stops import StopMatcher
-from hush.daemon.engine.testing import build_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,8 @@ import pytest
 
 from hush.daemon import paths
 from hush.daemon.engine import catalog
+from hush.daemon.engine.convert.gguf_import import sha256_file
+from hush.daemon.engine.convert.pull import fetch_gguf, pull
 from hush.daemon.engine.generator import Engine, GenerationOptions
 from hush.daemon.engine.probe import recorded_threads
 
@@ -96,7 +98,7 @@ def test_gemma3_base_model_completes_text(catalog_daemon: Daemon) -> None:
 def test_qwen_coder_1_5b_pull_import_and_answer(tmp_path: Path) -> None:
     layout = paths.CacheLayout.default()
     name = "qwen2.5-coder-1.5b"
-    info = catalog.pull(name, layout.models, layout.downloads)
+    info = pull(name, layout.models, layout.downloads)
     assert info.architecture == "qwen2"
     assert info.source_sha256 == catalog.CATALOG[name].sha256
     # 1.54 B weights, plus the LM head the GGUF stores untied: 1.78 B tensors in the file.
@@ -117,8 +119,8 @@ def test_qwen_coder_1_5b_pull_import_and_answer(tmp_path: Path) -> None:
 def test_catalog_entry_is_verified_and_cached(name: str) -> None:
     # Fetching again reuses the verified file instead of downloading it anew.
     downloads = paths.CacheLayout.default().downloads
-    gguf = catalog.fetch_gguf(name, downloads)
+    gguf = fetch_gguf(name, downloads)
     entry = catalog.CATALOG[name]
     assert gguf.stat().st_size == entry.size
-    assert catalog.sha256_file(gguf) == entry.sha256
+    assert sha256_file(gguf) == entry.sha256
     assert isinstance(gguf, Path)

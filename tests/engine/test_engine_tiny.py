@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from hush.daemon.engine.chat_template import plain_prompt, render_chat, uses_chat_template
+from hush.daemon.engine.convert.testing import build_tiny_model
 from hush.daemon.engine.errors import ModelError
 from hush.daemon.engine.generator import Engine, GenerationOptions
-from hush.daemon.engine.testing import build_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import gguf
 import numpy as np
 import pytest
 
+from hush.daemon.engine.convert.gguf_import import import_gguf
+from hush.daemon.engine.convert.testing import build_tiny_model
 from hush.daemon.engine.errors import ModelError, UnsupportedModelError
-from hush.daemon.engine.gguf_import import import_gguf
 from hush.daemon.engine.model_info import ModelInfo
-from hush.daemon.engine.testing import build_tiny_model
 
 
 def write_gguf(path: Path, arch: str, *, with_tensor: bool = True) -> Path:

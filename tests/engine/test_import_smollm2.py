@@ -15,9 +15,10 @@ import pytest
 
 from hush.daemon import paths
 from hush.daemon.engine import catalog
+from hush.daemon.engine.convert.gguf_import import import_gguf
+from hush.daemon.engine.convert.pull import fetch_gguf, pull
 from hush.daemon.engine.errors import ModelError
 from hush.daemon.engine.generator import Engine, GenerationOptions
-from hush.daemon.engine.gguf_import import import_gguf
 from hush.daemon.engine.model_info import IMPORT_REVISION, ModelInfo
 from hush.daemon.engine.quiz import ask_all, load_questions
 
@@ -65,7 +66,7 @@ def test_import_holds_at_most_the_model_plus_1_gib(smollm2_gguf: Path, tmp_path:
     code = textwrap.dedent("""
         import sys
         from pathlib import Path
-        from hush.daemon.engine.gguf_import import import_gguf
+        from hush.daemon.engine.convert.gguf_import import import_gguf
         import_gguf(Path(sys.argv[1]), Path(sys.argv[2]))
         # VmHWM, not ru_maxrss: Linux carries that over exec from the forking (pytest) process.
         status = Path("/proc/self/status").read_text().split("VmHWM:")[1]
@@ -96,8 +97,8 @@ def test_pull_imports_again_what_an_older_importer_made(
     info_file.write_text(json.dumps(data))
     (old / "model.bin").write_bytes(b"an older import")
     messages: list[str] = []
-    downloads = Path(catalog.fetch_gguf("smollm2-135m", DOWNLOADS)).parent
-    info = catalog.pull("smollm2-135m", models, downloads, messages.append)
+    downloads = Path(fetch_gguf("smollm2-135m", DOWNLOADS)).parent
+    info = pull("smollm2-135m", models, downloads, messages.append)
     assert info.import_revision == IMPORT_REVISION
     assert any("older version of Hush" in m for m in messages), messages
     assert (old / "model.bin").read_bytes() == (smollm2_dir / "model.bin").read_bytes()
@@ -105,7 +106,7 @@ def test_pull_imports_again_what_an_older_importer_made(
     # At the current revision the install is reused as it is.
     stamp = (old / "model.bin").stat().st_mtime_ns
     messages.clear()
-    catalog.pull("smollm2-135m", models, downloads, messages.append)
+    pull("smollm2-135m", models, downloads, messages.append)
     assert (old / "model.bin").stat().st_mtime_ns == stamp and not messages
 
 
@@ -216,7 +217,7 @@ def test_cached_system_prompt_answers_as_well_as_the_whole_prompt(engine: Engine
 
 def test_import_records_how_often_int8_follows_float32(smollm2_dir: Path, engine: Engine
                                                        ) -> None:
-    from hush.daemon.engine import agreement
+    from hush.daemon.engine.convert import agreement
 
     fraction = agreement.measure(smollm2_dir, engine.generator)
     # 0.93 on the Intel Xeon (below the 0.97 bar, docs/benchmarks.md); broken kernels or a
@@ -229,7 +230,7 @@ def test_an_import_below_the_agreement_bar_stands_with_a_warning_naming_the_figu
         smollm2_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import shutil
 
-    from hush.daemon.engine import agreement
+    from hush.daemon.engine.convert import agreement
     from hush.tui.cli import _check_agreement
 
     model = tmp_path / "model"

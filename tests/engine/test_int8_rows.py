@@ -7,8 +7,8 @@ import numpy.typing as npt
 import pytest
 from ctranslate2.specs import common_spec
 
-from hush.daemon.engine import int8_rows
-from hush.daemon.engine.int8_rows import quantize, quantize_streamed
+from hush.daemon.engine.convert import int8_rows
+from hush.daemon.engine.convert.int8_rows import quantize, quantize_streamed
 
 
 def test_rows_quantize_exactly_as_ctranslate2_does() -> None:

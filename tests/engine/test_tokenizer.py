@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from hush.daemon import paths
-from hush.daemon.engine import catalog
-from hush.daemon.engine.gguf_import import _GGUF, _read_vocab
+from hush.daemon.engine.convert.gguf_import import _GGUF, _read_vocab
+from hush.daemon.engine.convert.pull import fetch_gguf
 from hush.daemon.engine.tokenizer import Tokenizer, build_tokenizer_files
 
 TEXTS = [
@@ -142,13 +142,13 @@ def smollm2(smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Tok
 
 @pytest.fixture(scope="module")
 def qwen(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
-    gguf = catalog.fetch_gguf("qwen2.5-coder-0.5b", paths.CacheLayout.default().downloads)
+    gguf = fetch_gguf("qwen2.5-coder-0.5b", paths.CacheLayout.default().downloads)
     return tokenizer_from_gguf(gguf, tmp_path_factory.mktemp("qwen"))
 
 
 @pytest.fixture(scope="module")
 def gemma(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
-    gguf = catalog.fetch_gguf("gemma3-270m", paths.CacheLayout.default().downloads)
+    gguf = fetch_gguf("gemma3-270m", paths.CacheLayout.default().downloads)
     return tokenizer_from_gguf(gguf, tmp_path_factory.mktemp("gemma"))
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hush.daemon.engine.convert.gguf_import import _GGUF, VocabPruning, _read_vocab, import_gguf
 from hush.daemon.engine.errors import ModelError
 from hush.daemon.engine.generator import Engine, GenerationOptions
-from hush.daemon.engine.gguf_import import _GGUF, VocabPruning, _read_vocab, import_gguf
 from hush.daemon.engine.model_info import ModelInfo
 from hush.daemon.engine.quiz import ask_all
 from hush.daemon.engine.sentencepiece_vocab import SentencePieceBackend, build_sentencepiece_files

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from .model_info import ModelInfo
-from .tokenizer import (
+from ..model_info import ModelInfo
+from ..tokenizer import (
     TOKEN_CONTROL,
     TOKEN_NORMAL,
     TOKENIZER_FILE,

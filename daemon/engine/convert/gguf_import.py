@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..errors import ModelError, UnsupportedModelError
+from ..model_info import ModelInfo
+from ..tokenizer import GGUFVocab, Tokenizer, build_tokenizer_files
+from ..vocab_pruning import kept_ids, restrict, write_kept
 from .agreement import write_reference
 from .architectures import SUPPORTED_ARCHITECTURES, build_decoder_spec
-from .errors import ModelError, UnsupportedModelError
 from .int8_rows import QuantizedRows, quantize_streamed
-from .model_info import ModelInfo
 from .reference import release_mapped_pages
-from .tokenizer import GGUFVocab, Tokenizer, build_tokenizer_files
-from .vocab_pruning import kept_ids, restrict, write_kept
 
 F32Array = npt.NDArray[np.float32]
 
@@ -292,7 +292,7 @@ def _convert(source: _GGUF, out: Path, quantization: str, smooth: bool | None,
         eos_token=eos,
         end_of_turn_tokens=_end_of_turn_tokens(source, tokens, eos),
         add_bos=bool(source.get("tokenizer.ggml.add_bos_token", arch == "llama" and bos)),
-        source_sha256=_sha256(source.path),
+        source_sha256=sha256_file(source.path),
         pruned_from=None if kept is None else len(vocab.tokens),
         repetition_penalty=repetition_penalty,
     )
@@ -415,7 +415,7 @@ def _end_of_turn_tokens(source: _GGUF, tokens: list[str], eos: str | None) -> tu
     return tuple(dict.fromkeys(found))  # de-duplicated, order kept
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):

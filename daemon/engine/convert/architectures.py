@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from .errors import ModelError, UnsupportedModelError
+from ..errors import ModelError, UnsupportedModelError
 from .rotation import Rotation
 
 F32Array = npt.NDArray[np.float32]

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .chat_template import render_chat, uses_chat_template
+from ..chat_template import render_chat, uses_chat_template
 from .reference import (
     SITES,
     ReferenceModel,
@@ -232,8 +232,8 @@ def calibrate(
     agreement.HELD_OUT_TEXT, reading weights with `load` (the importer's, for its error
     messages). None for architectures the reference model does not implement: those are
     imported unsmoothed."""
+    from ..tokenizer import Tokenizer
     from .agreement import HELD_OUT_TEXT
-    from .tokenizer import Tokenizer
 
     try:
         model = ReferenceModel.from_reader(reader, load)
