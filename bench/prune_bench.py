@@ -35,7 +35,7 @@ import numpy as np
 from hush.daemon.engine.convert.gguf_import import VocabPruning, import_gguf
 from hush.daemon.engine.convert.pull import fetch_gguf
 from hush.daemon.engine.generator import Engine
-from hush.daemon.engine.vocab_pruning import read_kept
+from hush.daemon.engine.tokenizer import read_kept
 from hush.daemon.paths import CacheLayout
 
 from . import common

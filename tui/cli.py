@@ -459,7 +459,7 @@ def model_command(socket: Path, args: argparse.Namespace) -> int:
     from hush.daemon.engine.convert.gguf_import import VocabPruning, import_gguf
     from hush.daemon.engine.convert.pull import pull
     from hush.daemon.engine.probe import needs_probe
-    from hush.daemon.engine.vocab_pruning import read_kept
+    from hush.daemon.engine.tokenizer import read_kept
 
     layout = paths.CacheLayout.default()
     config_dir = paths.default_config_dir()

@@ -1,4 +1,6 @@
-"""Everything about the model: GGUF import, tokenizer, chat template, streaming generation."""
+"""Run time for the model: loading an imported model, the tokenizer, chat templates, streaming
+generation, thread and CPU-path choices, and the catalog's lookup. Making a model from a GGUF
+file is the importer's, in convert/, which hushd never imports."""
 
 from .openmp import prefer_llvm_openmp
 

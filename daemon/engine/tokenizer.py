@@ -1,12 +1,11 @@
-"""Tokenizers: rebuilt from GGUF metadata at import time, wrapped for the engine at run time.
+"""The run-time tokenizer of an imported model, over the files the importer wrote.
 
-A GGUF file carries its vocabulary as plain lists (tokens, token types, merges, scores). At
-import we turn those into files a tokenizer library reads, so that run time never needs the
-GGUF again: byte-level BPE vocabularies (`tokenizer.ggml.model == "gpt2"`: SmolLM2, Llama 3,
-Qwen) become a `tokenizer.json` for the `tokenizers` library; SentencePiece vocabularies
-(`"llama"`: Gemma) become a SentencePiece `tokenizer.model` (see sentencepiece_vocab.py).
-At run time `Tokenizer` encodes prompts with either backend and `StreamDecoder` turns generated
-ids into text one token at a time without ever emitting half a UTF-8 character.
+The importer (convert/tokenizer_files.py) rebuilt the GGUF's vocabulary as files a tokenizer
+library reads, so run time never needs the GGUF again: a `tokenizer.json` for the `tokenizers`
+library (byte-level BPE: SmolLM2, Llama 3, Qwen) or a SentencePiece `tokenizer.model` (Gemma,
+see sentencepiece_vocab.py). `Tokenizer` encodes prompts with either backend, in model ids
+when the vocabulary was pruned, and `StreamDecoder` turns generated ids into text one token
+at a time without ever emitting half a UTF-8 character.
 """
 
 from __future__ import annotations
@@ -15,138 +14,18 @@ import codecs
 import json
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
 import tokenizers
-from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
 
-from .errors import ModelError, UnsupportedModelError
+from .errors import ModelError
+from .sentencepiece_vocab import SENTENCEPIECE_FILE, SentencePieceBackend
 
 TOKENIZER_FILE = "tokenizer.json"
-
-# GGUF token types (gguf.TokenType); repeated here so this module does not need gguf at run time.
-TOKEN_NORMAL = 1
-TOKEN_UNKNOWN = 2
-TOKEN_CONTROL = 3
-TOKEN_USER_DEFINED = 4
-TOKEN_UNUSED = 5
-TOKEN_BYTE = 6
-
-# The split regexes llama.cpp applies before byte-level BPE, keyed by `tokenizer.ggml.pre`.
-# They come from the models' own tokenizer.json files; a wrong one silently changes how
-# numbers and punctuation are tokenized, so unknown names fall back to GPT-2's with care.
-_GPT2_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-_LLAMA3_SPLIT = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"""
-    r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
-_QWEN2_SPLIT = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
-    r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
-
-
-def _byte_level_pre_tokenizer(pre: str) -> pre_tokenizers.PreTokenizer:
-    if pre in ("smollm", "starcoder", "refact"):
-        # SmolLM2's tokenizer.json: digits one by one, then GPT-2 byte-level splitting.
-        return pre_tokenizers.Sequence(
-            [
-                pre_tokenizers.Digits(individual_digits=True),
-                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-            ]
-        )
-    regex = {
-        "llama-bpe": _LLAMA3_SPLIT,
-        "llama3": _LLAMA3_SPLIT,
-        "qwen2": _QWEN2_SPLIT,
-        "deepseek-r1-qwen": _QWEN2_SPLIT,
-    }.get(pre)
-    if regex is None:
-        if pre not in ("default", "gpt-2", "gpt2", ""):
-            raise UnsupportedModelError(
-                f"The GGUF uses the byte-level pre-tokenizer {pre!r}, which Hush does not "
-                "know yet (known: smollm, llama-bpe, qwen2, gpt-2). Use a GGUF of a supported "
-                "model family."
-            )
-        return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    return pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-
-
-@dataclass(frozen=True)
-class GGUFVocab:
-    """The tokenizer part of a GGUF file's metadata."""
-
-    model: str  # tokenizer.ggml.model: "gpt2" (byte-level BPE) or "llama" (SentencePiece)
-    pre: str  # tokenizer.ggml.pre
-    tokens: list[str]
-    token_types: list[int]
-    merges: list[str]
-    scores: list[float]
-    # SentencePiece vocabularies need these; byte-level BPE ignores them.
-    add_space_prefix: bool = False  # tokenizer.ggml.add_space_prefix
-    unk_id: int | None = None
-    bos_id: int | None = None
-    eos_id: int | None = None
-    pad_id: int | None = None
-
-
-def build_tokenizer_files(vocab: GGUFVocab) -> dict[str, bytes]:
-    """The tokenizer files (name -> content) to write into the model directory."""
-    if vocab.model == "llama":
-        from .sentencepiece_vocab import build_sentencepiece_files
-
-        return build_sentencepiece_files(vocab)
-    return {TOKENIZER_FILE: build_tokenizer_json(vocab).encode("utf-8")}
-
-
-def build_tokenizer_json(vocab: GGUFVocab) -> str:
-    """Return a `tokenizer.json` document equivalent to a byte-level BPE GGUF vocabulary."""
-    if vocab.model == "gpt2":
-        return _build_byte_level_bpe(vocab).to_str()
-    raise UnsupportedModelError(
-        f"Unsupported tokenizer type {vocab.model!r} in the GGUF (tokenizer.ggml.model). "
-        "Hush supports 'gpt2' (byte-level BPE) and 'llama' (SentencePiece) vocabularies."
-    )
-
-
-def _build_byte_level_bpe(vocab: GGUFVocab) -> tokenizers.Tokenizer:
-    ids: dict[str, int] = {}
-    for i, token in enumerate(vocab.tokens):
-        # Some GGUFs repeat a padding string; the first id is the one text maps to.
-        ids.setdefault(token, i)
-    merges: list[tuple[str, str]] = []
-    for merge in vocab.merges:
-        left, sep, right = merge.partition(" ")
-        if not sep:
-            raise ModelError(f"The GGUF has a malformed BPE merge {merge!r}; the file is damaged.")
-        merges.append((left, right))
-    tok = tokenizers.Tokenizer(
-        models.BPE(vocab=ids, merges=merges, fuse_unk=False, byte_fallback=False)
-    )
-    tok.pre_tokenizer = _byte_level_pre_tokenizer(vocab.pre)
-    tok.decoder = decoders.ByteLevel()
-    added = [
-        AddedToken(
-            token,
-            special=kind == TOKEN_CONTROL,
-            normalized=False,
-            single_word=False,
-            lstrip=False,
-            rstrip=False,
-        )
-        for token, kind in zip(vocab.tokens, vocab.token_types, strict=True)
-        if kind in (TOKEN_CONTROL, TOKEN_USER_DEFINED)
-    ]
-    tok.add_tokens(added)
-    return tok
+KEPT_FILE = "kept-tokens.json"
+"""A pruned model's kept original ids, in model order (convert/vocab_pruning.py)."""
 
 
 @lru_cache(maxsize=1)
@@ -249,8 +128,8 @@ def byte_encoder() -> dict[int, str]:
 
 
 class RemappedBackend:
-    """A pruned vocabulary (vocab_pruning.py): the tokenizer files keep the original ids, the
-    model has rows only for `kept`, in that order. Every method here speaks model ids.
+    """A pruned vocabulary (convert/vocab_pruning.py): the tokenizer files keep the original
+    ids, the model has rows only for `kept`, in that order. Every method here speaks model ids.
 
     The importer restricted the tokenizer so it cannot produce a dropped token; should one
     appear anyway (a single character SentencePiece does not split further), it is spelled
@@ -305,6 +184,21 @@ class RemappedBackend:
         return self._backend.piece_bytes(original)
 
 
+def read_kept(model_dir: Path) -> list[int] | None:
+    """The kept original ids of a pruned model, None for a model with its whole vocabulary."""
+    path = model_dir / KEPT_FILE
+    if not path.exists():
+        return None
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        kept = [int(i) for i in document["kept"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{path} is damaged ({exc}). Import the model again.") from None
+    if kept != sorted(set(kept)) or not kept or kept[0] < 0:
+        raise ModelError(f"{path} is damaged (ids not ascending). Import the model again.")
+    return kept
+
+
 class Tokenizer:
     """The run-time tokenizer of an imported model, over either backend."""
 
@@ -318,9 +212,6 @@ class Tokenizer:
 
     @classmethod
     def load(cls, model_dir: Path) -> Tokenizer:
-        from .sentencepiece_vocab import SENTENCEPIECE_FILE, SentencePieceBackend
-        from .vocab_pruning import read_kept
-
         model_dir = Path(model_dir)
         backend: TokenizerBackend
         if (model_dir / SENTENCEPIECE_FILE).is_file():

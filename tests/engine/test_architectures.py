@@ -389,7 +389,7 @@ def test_sentencepiece_vocab_without_unknown_token(tmp_path: Path) -> None:
     m = make_model("gemma3")
     path = write(m, tmp_path / "g.gguf")
     from hush.daemon.engine.convert.gguf_import import _read_vocab
-    from hush.daemon.engine.tokenizer import build_tokenizer_files
+    from hush.daemon.engine.convert.tokenizer_files import build_tokenizer_files
 
     vocab = _read_vocab(_GGUF(path))
     types = [1 if t == 2 else t for t in vocab.token_types]

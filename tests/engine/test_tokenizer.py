@@ -16,7 +16,8 @@ import pytest
 from hush.daemon import paths
 from hush.daemon.engine.convert.gguf_import import _GGUF, _read_vocab
 from hush.daemon.engine.convert.pull import fetch_gguf
-from hush.daemon.engine.tokenizer import Tokenizer, build_tokenizer_files
+from hush.daemon.engine.convert.tokenizer_files import build_tokenizer_files
+from hush.daemon.engine.tokenizer import Tokenizer
 
 TEXTS = [
     "In 2024, 3.14159 \u00d7 1000 = 3141.59; call 555-0199 or 1234567.",

@@ -11,21 +11,22 @@ import numpy as np
 import pytest
 
 from hush.daemon.engine.convert.gguf_import import _GGUF, VocabPruning, _read_vocab, import_gguf
-from hush.daemon.engine.errors import ModelError
-from hush.daemon.engine.generator import Engine, GenerationOptions
-from hush.daemon.engine.model_info import ModelInfo
-from hush.daemon.engine.quiz import ask_all
-from hush.daemon.engine.sentencepiece_vocab import SentencePieceBackend, build_sentencepiece_files
-from hush.daemon.engine.tokenizer import (
+from hush.daemon.engine.convert.gguf_vocab import (
     TOKEN_BYTE,
     TOKEN_CONTROL,
     TOKEN_NORMAL,
     TOKEN_UNKNOWN,
     GGUFVocab,
-    Tokenizer,
-    build_tokenizer_files,
 )
-from hush.daemon.engine.vocab_pruning import KEPT_FILE, kept_ids, read_kept, restrict
+from hush.daemon.engine.convert.sentencepiece_model import build_sentencepiece_files
+from hush.daemon.engine.convert.tokenizer_files import build_tokenizer_files
+from hush.daemon.engine.convert.vocab_pruning import kept_ids, restrict
+from hush.daemon.engine.errors import ModelError
+from hush.daemon.engine.generator import Engine, GenerationOptions
+from hush.daemon.engine.model_info import ModelInfo
+from hush.daemon.engine.quiz import ask_all
+from hush.daemon.engine.sentencepiece_vocab import SentencePieceBackend
+from hush.daemon.engine.tokenizer import KEPT_FILE, Tokenizer, read_kept
 
 from ..conftest import REAL_MODEL
 from ..quiz import PASS_MARK, easy_questions

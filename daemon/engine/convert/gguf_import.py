@@ -21,12 +21,14 @@ import numpy.typing as npt
 
 from ..errors import ModelError, UnsupportedModelError
 from ..model_info import ModelInfo
-from ..tokenizer import GGUFVocab, Tokenizer, build_tokenizer_files
-from ..vocab_pruning import kept_ids, restrict, write_kept
+from ..tokenizer import Tokenizer
 from .agreement import write_reference
 from .architectures import SUPPORTED_ARCHITECTURES, build_decoder_spec
+from .gguf_vocab import GGUFVocab
 from .int8_rows import QuantizedRows, quantize_streamed
 from .reference import release_mapped_pages
+from .tokenizer_files import build_tokenizer_files
+from .vocab_pruning import kept_ids, restrict, write_kept
 
 F32Array = npt.NDArray[np.float32]
 

@@ -12,14 +12,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ..model_info import ModelInfo
-from ..tokenizer import (
-    TOKEN_CONTROL,
-    TOKEN_NORMAL,
-    TOKENIZER_FILE,
-    GGUFVocab,
-    build_tokenizer_json,
-    byte_decoder,
-)
+from ..tokenizer import TOKENIZER_FILE, byte_decoder
+from .gguf_vocab import TOKEN_CONTROL, TOKEN_NORMAL, GGUFVocab
+from .tokenizer_files import build_tokenizer_json
 
 TINY_CHAT_TEMPLATE = (
     "{% for message in messages %}"

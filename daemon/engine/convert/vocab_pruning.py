@@ -24,7 +24,8 @@ has no row for:
   tokenizes exactly as before.
 
 The tokenizer files keep the original ids; `kept-tokens.json` lists the kept original ids in
-model order, and `Tokenizer` maps between the two (see `RemappedBackend`). The quality cost is
+model order, and the run-time `Tokenizer` maps between the two (see `RemappedBackend` and
+`read_kept` in tokenizer.py). The quality cost is
 measured on held-out text by `bench/prune_bench.py` (perplexity and top-1 agreement against the
 unpruned model) and written to docs/benchmarks.md.
 """
@@ -37,8 +38,9 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import ModelError
-from .tokenizer import (
+from ..errors import ModelError
+from ..tokenizer import KEPT_FILE
+from .gguf_vocab import (
     TOKEN_BYTE,
     TOKEN_CONTROL,
     TOKEN_NORMAL,
@@ -48,7 +50,6 @@ from .tokenizer import (
     GGUFVocab,
 )
 
-KEPT_FILE = "kept-tokens.json"
 MIN_SIZE = 1024
 _ALWAYS = (TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNKNOWN, TOKEN_BYTE)
 
@@ -142,18 +143,3 @@ def write_kept(model_dir: Path, kept: list[int], original_size: int) -> None:
     document = {"original_size": original_size, "kept": kept}
     (model_dir / KEPT_FILE).write_text(json.dumps(document, separators=(",", ":")) + "\n",
                                        encoding="utf-8")
-
-
-def read_kept(model_dir: Path) -> list[int] | None:
-    """The kept original ids of a pruned model, None for a model with its whole vocabulary."""
-    path = model_dir / KEPT_FILE
-    if not path.exists():
-        return None
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-        kept = [int(i) for i in document["kept"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"{path} is damaged ({exc}). Import the model again.") from None
-    if kept != sorted(set(kept)) or not kept or kept[0] < 0:
-        raise ModelError(f"{path} is damaged (ids not ascending). Import the model again.")
-    return kept
