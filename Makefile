@@ -81,7 +81,12 @@ uninstall-service:
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check daemon tui tests
-	@# mypy cannot follow setuptools' package-dir mapping; give it the import layout.
+	@# mypy reads directories, not import hooks: it names modules after the directories they
+	@# sit in (mypy_path and explicit_package_bases included), and it cannot run the hook the
+	@# editable install serves hush.daemon (daemon/) and hush.tui (tui/) through. Setuptools'
+	@# compat editable mode cannot express the mapping (no module named 'hush'); its strict
+	@# mode links each file at install time, so a module added later is missing until a
+	@# reinstall. Linked directories follow new files, so give mypy the import layout.
 	@mkdir -p .mypy-src/hush && ln -sfn ../../daemon .mypy-src/hush/daemon && ln -sfn ../../tui .mypy-src/hush/tui
 	MYPYPATH=.mypy-src $(BIN)/mypy -p hush.daemon -p hush.tui
 
