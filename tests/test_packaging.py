@@ -13,6 +13,7 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
+import tomllib
 import venv
 import zipfile
 from pathlib import Path
@@ -67,6 +68,16 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
                     "--quiet", "--no-deps", "--no-compile", str(wheel)],
                    check=True, capture_output=True, timeout=300)
     return root / "bin"
+
+
+def test_pyproject_lists_every_package() -> None:
+    # setuptools puts an unlisted subpackage into the wheel anyway when a listed parent's files
+    # include it (only a deprecation warning says so), so the wheel's contents alone cannot
+    # tell; the list itself must name every package, or a future setuptools drops it.
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())
+                 ["tool"]["setuptools"]["packages"])
+    assert listed == source_packages(), {"unlisted": sorted(source_packages() - listed),
+                                         "not in the checkout": sorted(listed - source_packages())}
 
 
 def test_the_wheel_holds_every_package(wheel: Path) -> None:
