@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .engine.generator import GenerationOptions
-from .errors import HushError
+from .errors import Blocked, HushError
 from .guard import policy_event
 from .policy import CompiledPolicy, Decision, Finding, Pseudonyms
 from .protocol import ChatParams, DoneEvent
@@ -34,10 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("hushd.chat")
 
 Send = Callable[[Mapping[str, Any]], Awaitable[None]]
-
-
-class Blocked(HushError):
-    code = "blocked"
 
 
 @dataclass(frozen=True)

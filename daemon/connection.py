@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from . import __version__
-from .chat import Blocked, ChatTurn
+from .chat import ChatTurn
 from .documents import summarize
-from .errors import HushError
+from .errors import Blocked, ErrorCode, HushError
 from .policy.tools import dump_policy, render_test
 from .protocol import (
     PROTOCOL_VERSION,
@@ -140,7 +140,7 @@ class Connection:
         # Nothing more can reach this client: drop what is queued with the socket.
         self.writer.transport.abort()
 
-    async def send_error(self, request_id: str | None, code: str, message: str) -> None:
+    async def send_error(self, request_id: str | None, code: ErrorCode, message: str) -> None:
         with contextlib.suppress(ConnectionError):
             await self.send(error_event(request_id, code, message))
 

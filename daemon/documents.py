@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .chat import Blocked
 from .engine.generator import Job
-from .errors import HushError
+from .errors import Blocked, HushError
 from .guard import policy_event
 from .policy import CompiledPolicy
 from .protocol import SummarizeParams
@@ -191,8 +190,8 @@ async def summarize(server: Server, uid: int, request_id: str, upload: Upload,
     """Policy, extraction, map-reduce and storage for one document; returns the result."""
     policy = server.guard.for_uid(uid)
     media = media_type_of(upload)
-    if (problem := policy.check_document(upload.size, media)) is not None:
-        raise HushError(problem, code="too_large" if "large" in problem else "unsupported")
+    if (refusal := policy.check_document(upload.size, media)) is not None:
+        raise refusal
     server.scheduler.admit()
     # The text may be no longer than the bytes the policy accepts: a compressed PDF then
     # carries no more text than a plain file the policy would take.
@@ -205,8 +204,7 @@ async def summarize(server: Server, uid: int, request_id: str, upload: Upload,
     if (event := policy_event(request_id, "documents", decision.findings)) is not None:
         await send(event)
     if decision.blocked:
-        raise HushError(decision.block_message or "the policy blocks this document",
-                        code="blocked")
+        raise Blocked(decision.block_message or "the policy blocks this document")
     loop = asyncio.get_running_loop()
 
     def progress(step: Progress) -> None:  # summarizer and CTranslate2 threads

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import systemd
-from .errors import HushError
+from .errors import Blocked
 from .policy import (
     AuditLog,
     CompiledPolicy,
@@ -120,8 +120,7 @@ class Guard:
             return decision.text
         if withheld is not None:
             return withheld
-        raise HushError(decision.block_message or "the policy does not allow storing this",
-                        code="blocked")
+        raise Blocked(decision.block_message or "the policy does not allow storing this")
 
     def record(self, findings: tuple[Finding, ...] | list[Finding], *, request_id: str,
                policy: CompiledPolicy, uid: int) -> None:

@@ -20,7 +20,7 @@ from pydantic import (
     ValidationError,
 )
 
-from .errors import HushError
+from .errors import ErrorCode, HushError
 
 PROTOCOL_VERSION = 1
 
@@ -268,14 +268,14 @@ class ProgressEvent(TypedDict):
 class ErrorEvent(TypedDict):
     type: Literal["error"]
     id: str | None
-    code: str
+    code: ErrorCode
     message: str
 
 
 Event = TokenEvent | PolicyEvent | ProgressEvent | DoneEvent | ErrorEvent
 
 
-def error_event(request_id: str | None, code: str, message: str) -> ErrorEvent:
+def error_event(request_id: str | None, code: ErrorCode, message: str) -> ErrorEvent:
     return {"type": "error", "id": request_id, "code": code, "message": message}
 
 

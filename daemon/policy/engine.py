@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import regex
 
+from ..errors import HushError
 from . import credentials, custom, detectors, patterns
 from .detectors import Detector, Match
 from .model import (
@@ -188,14 +189,15 @@ class CompiledPolicy:
                     f"{self.limits.max_input_chars}.")
         return None
 
-    def check_document(self, size: int, media_type: str) -> str | None:
-        """Why a document is refused by the limits, or None."""
+    def check_document(self, size: int, media_type: str) -> HushError | None:
+        """The error to answer when the limits refuse a document, or None."""
         if size > self.limits.max_document_bytes:
-            return (f"The document has {size} bytes; this policy accepts at most "
-                    f"{self.limits.max_document_bytes}.")
+            return HushError(f"The document has {size} bytes; this policy accepts at most "
+                             f"{self.limits.max_document_bytes}.", code="too_large")
         if media_type not in self.limits.document_types:
-            return (f"Documents of type {media_type} are not accepted by this policy; accepted: "
-                    f"{', '.join(self.limits.document_types)}.")
+            return HushError(f"Documents of type {media_type} are not accepted by this policy; "
+                             f"accepted: {', '.join(self.limits.document_types)}.",
+                             code="unsupported")
         return None
 
     # --- detection ---------------------------------------------------------------------------

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hush.daemon.errors import HushError
+from hush.daemon.errors import ErrorCode, HushError
 
 
 class StoreError(HushError):
     """The store cannot do what was asked: a missing or wrong key, an unknown conversation."""
 
-    code = "store"
+    code: ErrorCode = "store"
 
 
 class StoreLocked(StoreError):

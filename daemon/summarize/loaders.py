@@ -15,7 +15,7 @@ from html.parser import HTMLParser
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
-from ..errors import HushError
+from ..errors import ErrorCode, HushError
 
 if TYPE_CHECKING:
     from pypdf import PdfReader
@@ -68,7 +68,7 @@ def supported_list() -> str:
 class DocumentError(HushError):
     """A document that cannot be read: broken, encrypted, empty or too large."""
 
-    code = "document"
+    code: ErrorCode = "document"
 
 
 class UnsupportedDocument(DocumentError):

@@ -100,7 +100,8 @@ def test_storage_none_and_limits(tmp_path: Path) -> None:
     stored = p.apply("storage", "anything")
     assert stored.blocked and stored.text == ""
     assert p.check_input("x" * 101) is not None and p.check_input("x" * 100) is None
-    assert p.check_document(10, "application/pdf") is not None
+    refusal = p.check_document(10, "application/pdf")
+    assert refusal is not None and refusal.code == "unsupported"
     assert p.check_document(10, "text/plain") is None
     assert p.network_deny
 
