@@ -33,6 +33,7 @@ from .protocol import SummarizeParams
 from .store import Store
 from .summarize import SUPPORTED_TYPES, Progress, Summarizer, SummaryCancelled
 from .summarize.extractor import ExtractLimits, Extractor
+from .tasks import own_task_threadsafe
 
 if TYPE_CHECKING:
     from .server import Server
@@ -293,7 +294,7 @@ def summarize_for_inbox(server: Server, loop: asyncio.AbstractEventLoop
         return str(result["summary"])
 
     def summarize_bytes(data: bytes, filename: str, stop: threading.Event) -> str:
-        future = asyncio.run_coroutine_threadsafe(run(data, filename, stop), loop)
+        future = own_task_threadsafe(server.tasks, loop, lambda: run(data, filename, stop))
         while True:
             try:
                 return future.result(timeout=0.2)

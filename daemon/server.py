@@ -37,6 +37,7 @@ from .protocol import ErrorEvent, encode, error_event
 from .scheduler import Scheduler
 from .store import Store
 from .summarize.inbox import Inbox
+from .tasks import Tasks, own_task
 
 log = logging.getLogger("hushd")
 
@@ -132,7 +133,7 @@ class Server:
         self.should_exit = asyncio.Event()
         self.stopping = False
         self.connections: set[Connection] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: Tasks = set()
         self.started = time.monotonic()
         self.own_socket = False
 
@@ -276,9 +277,7 @@ class Server:
             await asyncio.sleep(interval)
 
     def own_task(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        own_task(self.tasks, coro, name=getattr(coro, "__qualname__", None))
 
     async def serve(self) -> None:
         self.install_signal_handlers()
