@@ -38,7 +38,7 @@ from .policy import (
 )
 from .protocol import PolicyEvent
 
-log = logging.getLogger("hushd.policy")
+log = logging.getLogger("hushd.guard")
 
 T = TypeVar("T")
 BULK_CHARS = 64 * 1024

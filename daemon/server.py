@@ -39,7 +39,7 @@ from .store import Store
 from .summarize.inbox import Inbox
 from .tasks import Tasks, own_task
 
-log = logging.getLogger("hushd")
+log = logging.getLogger("hushd.server")
 
 RETENTION_INTERVAL_S = 3600.0
 # After the grace period: how long cancelled requests get to send their `done`, then how long

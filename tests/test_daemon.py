@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import json
@@ -22,6 +23,8 @@ from hush.daemon.client import Client, RequestFailed
 from hush.daemon.errors import DaemonUnavailable
 
 from .conftest import Daemon, RawConnection
+
+DAEMON = Path(__file__).resolve().parents[1] / "daemon"
 
 
 async def test_chat_streams_tokens_then_done_with_usage(tiny_daemon: Daemon) -> None:
@@ -361,14 +364,36 @@ def test_hostile_numbers_and_ids_are_bad_requests_and_never_reach_the_log(
     assert not any(line.startswith(forged) for line in log.splitlines())
 
 
+def daemon_loggers() -> dict[str, str]:
+    """Each daemon module that logs, and the name its `getLogger` call gives (as source)."""
+    found = {}
+    for path in sorted(DAEMON.rglob("*.py")):
+        module = ".".join(path.relative_to(DAEMON).with_suffix("").parts)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "getLogger":
+                found[module] = ast.unparse(node.args[0]) if node.args else "(root)"
+    return found
+
+
+def test_every_daemon_logger_is_hushd_dot_its_module() -> None:
+    # One namespace: the journal reads `hushd.connection: ...`, and a new module's logger
+    # is found by its path.
+    loggers = daemon_loggers()
+    assert "connection" in loggers and "summarize.inbox" in loggers
+    wrong = {module: name for module, name in loggers.items() if name != repr(f"hushd.{module}")}
+    assert not wrong, f"loggers not named hushd.<module>: {wrong}"
+
+
 def test_log_lines_escape_what_they_quote(capsys: pytest.CaptureFixture[str]) -> None:
+    names = [f"hushd.{module}" for module in daemon_loggers()]
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     try:
         setup_logging("info")  # hushd's own set-up, as `hushd` runs it
-        logging.getLogger("hushd.connection").info(
-            "request %s %s failed", "r1\n2026-01-01 00:00:00,000 INFO hushd: forged", "chat")
+        for name in names:  # the filter sits on the one handler every daemon logger reaches
+            logging.getLogger(name).info(
+                "request %s %s failed", "r1\n2026-01-01 00:00:00,000 INFO hushd: forged", "chat")
     finally:
         root.handlers[:], root.level = handlers, level
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "r1\\n2026-01-01" in err, err
+    assert err.count("\n") == len(names) and err.count("r1\\n2026-01-01") == len(names), err

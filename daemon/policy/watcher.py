@@ -26,7 +26,7 @@ from .dirs import private_dir
 from .loader import PolicySet, load_policy_set
 from .source import PolicyError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("hushd.policy.watcher")
 
 _SUFFIXES = (".yaml", ".yml")
 SETTLE_S = 1.0

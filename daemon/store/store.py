@@ -58,7 +58,7 @@ from hush.daemon.store.records import (
     SearchHit,
 )
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("hushd.store.store")
 
 DATABASE_NAME = "conversations.db"
 _SNIPPET = 40

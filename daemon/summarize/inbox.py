@@ -48,7 +48,7 @@ from watchdog.observers.api import BaseObserver
 
 from ..errors import HushError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("hushd.summarize.inbox")
 
 SummarizeBytes = Callable[[bytes, str, threading.Event], str]
 """(file bytes, file name, stop) -> summary text; raises HushError for documents it refuses.

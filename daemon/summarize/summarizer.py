@@ -25,7 +25,7 @@ from ..engine.generator import Engine, GenerationOptions, Job
 from ..errors import HushError
 from .chunking import chunk_text
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("hushd.summarize.summarizer")
 
 Length = Literal["short", "medium", "long"]
 Stage = Literal["map", "reduce"]
