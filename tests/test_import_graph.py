@@ -192,6 +192,19 @@ def test_every_allowed_cycle_is_still_there() -> None:
     assert not stale, f"no longer part of a cycle, remove from ALLOWED: {stale}"
 
 
+def test_daemon_modules_import_each_other_relatively() -> None:
+    # One style inside the package (the majority's): `from .errors import`, never
+    # `from hush.daemon.errors import`.
+    absolute = [f"{_short(name)} line {node.lineno}"
+                for name, path in MODULES.items()
+                for node, _kind in _walk(ast.parse(path.read_text(encoding="utf-8")), "module")
+                if (isinstance(node, ast.ImportFrom) and node.level == 0
+                    and (node.module or "").startswith(PACKAGE))
+                or (isinstance(node, ast.Import)
+                    and any(a.name.startswith(PACKAGE) for a in node.names))]
+    assert not absolute, "absolute imports of hush.daemon inside it: " + ", ".join(absolute)
+
+
 def test_only_the_importer_imports_the_importer() -> None:
     outside = [f"{_short(e.importer)} imports {_short(e.imported)} ({e.kind}, line {e.line})"
                for e in graph()

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-from hush.daemon.store.errors import (
+from .errors import (
     IntegrityError,
     IntegrityFailure,
     NotFound,
     StoreError,
     StoreLocked,
 )
-from hush.daemon.store.export import ExportFormat
-from hush.daemon.store.keyring import open_store, rotate_keys
-from hush.daemon.store.keys import Argon2Params, Kek, KeySource, load_kek
-from hush.daemon.store.records import (
+from .export import ExportFormat
+from .keyring import open_store, rotate_keys
+from .keys import Argon2Params, Kek, KeySource, load_kek
+from .records import (
     Conversation,
     ConversationSummary,
     Message,
     Role,
     SearchHit,
 )
-from hush.daemon.store.store import DATABASE_NAME, Store
+from .store import DATABASE_NAME, Store
 
 __all__ = [
     "DATABASE_NAME",

@@ -7,10 +7,10 @@ import secrets
 import sqlite3
 from pathlib import Path
 
-from hush.daemon.store import migrations
-from hush.daemon.store.crypto import RecordRef, Unauthentic
-from hush.daemon.store.errors import StoreError
-from hush.daemon.store.keys import Argon2Params, Kek, StoredKeyInfo
+from . import migrations
+from .crypto import RecordRef, Unauthentic
+from .errors import StoreError
+from .keys import Argon2Params, Kek, StoredKeyInfo
 
 _CHECK = b"hush key check v1"
 

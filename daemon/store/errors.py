@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hush.daemon.errors import ErrorCode, HushError
+from ..errors import ErrorCode, HushError
 
 
 class StoreError(HushError):

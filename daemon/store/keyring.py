@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hush.daemon.store.database import key_info
-from hush.daemon.store.errors import StoreError, StoreLocked
-from hush.daemon.store.keys import (
+from .database import key_info
+from .errors import StoreError, StoreLocked
+from .keys import (
     PRODUCTION_ARGON2,
     Argon2Params,
     FromEnvironment,
@@ -26,7 +26,7 @@ from hush.daemon.store.keys import (
     read_key_material,
     write_pending_key,
 )
-from hush.daemon.store.store import Store
+from .store import Store
 
 
 def open_store(

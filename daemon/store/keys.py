@@ -25,9 +25,9 @@ from typing import Literal
 
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
-from hush.daemon import paths
-from hush.daemon.store import crypto
-from hush.daemon.store.errors import StoreError, StoreLocked
+from .. import paths
+from . import crypto
+from .errors import StoreError, StoreLocked
 
 CREDENTIAL_NAME = "hush.key"
 KEY_FILE_NAME = "hush.key"

@@ -45,11 +45,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hush.daemon.store import crypto, database, export
-from hush.daemon.store.crypto import RecordRef, Unauthentic
-from hush.daemon.store.errors import IntegrityError, IntegrityFailure, NotFound
-from hush.daemon.store.keys import Kek, KeySource
-from hush.daemon.store.records import (
+from . import crypto, database, export
+from .crypto import RecordRef, Unauthentic
+from .errors import IntegrityError, IntegrityFailure, NotFound
+from .keys import Kek, KeySource
+from .records import (
     ROLES,
     Conversation,
     ConversationSummary,
