@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .engine.generator import GenerationOptions
 from .errors import Blocked, HushError
 from .guard import policy_event
-from .policy import CompiledPolicy, Decision, Finding, Pseudonyms
+from .policy import CompiledPolicy, Decision, Finding, Pseudonyms, StreamRedactor
 from .protocol import ChatParams, DoneEvent
 from .scheduler import GenerationStats
 from .store import Store
@@ -172,7 +172,7 @@ class ChatTurn:
             fields["repetition_penalty"] = self.server.settings.repetition_penalty
         options = GenerationOptions(**{**fields, "stop": tuple(fields["stop"])})
         stats = GenerationStats()
-        redactor = self.policy.stream("output", pseudonyms=pseudonyms)
+        redactor = StreamRedactor(self.policy, "output", pseudonyms)
         restorer = pseudonyms.restorer()
         shown: list[str] = []
 

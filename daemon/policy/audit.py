@@ -13,8 +13,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from .compiled import Finding
 from .dirs import private_dir
-from .engine import Finding
 
 
 def audit_records(findings: Iterable[Finding], *, request_id: str, policy_version: str,

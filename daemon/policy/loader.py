@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .engine import CompiledPolicy, UnknownDetector
+from .compiled import CompiledPolicy, UnknownDetector
 from .model import Policy
 from .source import Issue, PolicyError, PolicySource, read_policy_file
 

@@ -9,7 +9,7 @@ the rest. A short slice of already released text stays as left context for the d
 
 from __future__ import annotations
 
-from .engine import CompiledPolicy, Decision, Rendered
+from .compiled import CompiledPolicy, Decision, Rendered
 from .model import Direction
 from .pseudonyms import Pseudonyms
 
@@ -20,7 +20,7 @@ class StreamRedactor:
     """Feed fragments with `push`, then call `finish`; each returns text safe to show now."""
 
     def __init__(self, policy: CompiledPolicy, direction: Direction,
-                 pseudonyms: Pseudonyms | None) -> None:
+                 pseudonyms: Pseudonyms | None = None) -> None:
         self.policy = policy
         self.direction = direction
         self._pseudonyms = pseudonyms if pseudonyms is not None else Pseudonyms()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from .engine import CompiledPolicy, Decision
+from .compiled import CompiledPolicy, Decision
 from .model import DIRECTIONS, Direction
 
 EXIT_PASSED = 0

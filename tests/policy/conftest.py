@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hush.daemon.policy.engine import CompiledPolicy
+from hush.daemon.policy.compiled import CompiledPolicy
 from hush.daemon.policy.loader import load_policy_file
 
 HERE = Path(__file__).parent

@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 from hush.daemon.policy.audit import AuditLog
-from hush.daemon.policy.engine import CompiledPolicy
+from hush.daemon.policy.compiled import CompiledPolicy
 from hush.daemon.policy.loader import load_policy_file
 from hush.daemon.policy.pseudonyms import Pseudonyms
+from hush.daemon.policy.stream import StreamRedactor
 
 POLICY = """\
 name: t
@@ -80,7 +81,7 @@ def test_block_message_and_blocked_stream(tmp_path: Path) -> None:
     decision = p.apply("input", "my key AKIAIOSFODNN7EXAMPLE")
     assert decision.blocked and decision.text == ""
     assert decision.block_message == "No keys (SECRET, rule keys)."
-    stream = p.stream("output")
+    stream = StreamRedactor(p, "output")
     released = stream.push("fine so far. key AKIAIOSFOD") + stream.push("NN7EXAMPLE and more")
     released += stream.push(" text") + stream.finish()
     assert stream.blocked and "AKIA" not in released and released == "fine so far. key "
@@ -108,7 +109,7 @@ def test_storage_none_and_limits(tmp_path: Path) -> None:
 
 def test_stream_holds_back_only_a_pending_match(tmp_path: Path) -> None:
     p = policy(tmp_path)
-    s = p.stream("output")
+    s = StreamRedactor(p, "output")
     assert s.push("Hello there, my friend ") == "Hello there, my friend "
     assert s.held == 0
     assert s.push("call +44 20 79") == "call "

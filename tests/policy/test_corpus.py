@@ -6,7 +6,8 @@ from collections import Counter
 
 import pytest
 
-from hush.daemon.policy.engine import CompiledPolicy
+from hush.daemon.policy.compiled import CompiledPolicy
+from hush.daemon.policy.stream import StreamRedactor
 
 from .conftest import CORPUS, Sample
 
@@ -54,11 +55,11 @@ def test_stream_catches_every_split(sample: Sample, corpus_policy: CompiledPolic
     text = sample.text
     whole = corpus_policy.apply("output", text)
     for cut in range(1, len(text)):
-        redactor = corpus_policy.stream("output")
+        redactor = StreamRedactor(corpus_policy, "output")
         out = redactor.push(text[:cut]) + redactor.push(text[cut:]) + redactor.finish()
         assert out == whole.text, f"split at {cut}"
         assert redactor.decision().findings == whole.findings
-    redactor = corpus_policy.stream("output")
+    redactor = StreamRedactor(corpus_policy, "output")
     out = "".join(redactor.push(c) for c in text) + redactor.finish()
     assert out == whole.text
 
@@ -66,7 +67,7 @@ def test_stream_catches_every_split(sample: Sample, corpus_policy: CompiledPolic
 def test_stream_leaves_negatives_alone(corpus_policy: CompiledPolicy) -> None:
     for sample in NEGATIVES:
         for cut in range(1, len(sample.text)):
-            redactor = corpus_policy.stream("output")
+            redactor = StreamRedactor(corpus_policy, "output")
             out = (redactor.push(sample.text[:cut]) + redactor.push(sample.text[cut:])
                    + redactor.finish())
             assert out == sample.text, (sample.text, cut)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hush.daemon.policy.loader import PolicySet, load_policy_set
 from hush.daemon.policy.source import PolicyError
+from hush.daemon.policy.stream import StreamRedactor
 from hush.daemon.policy.watcher import PolicyWatcher
 
 
@@ -77,7 +78,7 @@ async def test_reload_under_load(tmp_path: Path) -> None:
         text = " ".join(f"user{worker}.{i}@example.com said hi" for i in range(12))
         while not stop.is_set():
             snapshot = watcher.current.for_uid(1000)  # taken once, kept to the end
-            redactor = snapshot.stream("output")
+            redactor = StreamRedactor(snapshot, "output")
             out = []
             for i in range(0, len(text), 5):
                 out.append(redactor.push(text[i:i + 5]))

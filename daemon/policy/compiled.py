@@ -10,7 +10,6 @@ import bisect
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import regex
 
@@ -33,9 +32,6 @@ from .model import (
     action_spec,
 )
 from .pseudonyms import Pseudonyms
-
-if TYPE_CHECKING:
-    from .stream import StreamRedactor
 
 # When rules disagree about a detector, the strictest action wins: adding a file can tighten a
 # policy without editing the files before it.
@@ -240,13 +236,6 @@ class CompiledPolicy:
         blocked = out.block_message is not None
         return Decision("" if blocked else out.text, blocked, out.block_message,
                         tuple(dict.fromkeys(out.warnings)), findings, self.version)
-
-    def stream(self, direction: Direction = "output", *,
-               pseudonyms: Pseudonyms | None = None) -> StreamRedactor:
-        """A redactor for text that arrives in fragments (the model's token stream)."""
-        from .stream import StreamRedactor
-
-        return StreamRedactor(self, direction, pseudonyms)
 
     def render(self, direction: Direction, text: str, matches: Iterable[Match], start: int,
                end: int, pseudonyms: Pseudonyms, into: Rendered | None = None) -> Rendered:
