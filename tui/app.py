@@ -19,6 +19,7 @@ from textual.widgets import Footer, Header, Input, Markdown, ProgressBar
 from textual.widgets.markdown import MarkdownStream
 
 from hush.daemon.errors import HushError
+from hush.daemon.protocol import DoneEvent, PolicyEvent
 
 from .screens import ConfirmScreen, FileScreen, HelpScreen, PickScreen, TextScreen
 from .session import Session
@@ -175,22 +176,21 @@ class HushApp(App[None]):
             await question.remove()
             await answer.remove()
 
-    async def show_policy(self, event: Any) -> None:
-        counts = sum(int(f["count"]) for f in event["findings"]
+    async def show_policy(self, event: PolicyEvent) -> None:
+        counts = sum(f["count"] for f in event["findings"]
                      if f["action"] in ("redact", "mask", "pseudonymize"))
         self.redactions += counts
         self.status.redactions = self.redactions
         if event["notice"]:
-            await self.chat.add_notice(str(event["notice"]))
+            await self.chat.add_notice(event["notice"])
         for warning in event["warnings"]:
-            await self.chat.add_notice(str(warning), severity="warning")
+            await self.chat.add_notice(warning, severity="warning")
 
-    async def finish_answer(self, done: Any) -> None:
-        timings = done.get("timings") or {}
-        usage = done.get("usage") or {}
-        self.status.tokens_per_s = float(timings.get("decode_tokens_per_s", 0.0))
-        self.status.context_used = int(usage.get("prompt_tokens", 0)) + int(
-            usage.get("completion_tokens", 0))
+    async def finish_answer(self, done: DoneEvent) -> None:
+        timings, usage = done.get("timings"), done.get("usage")
+        self.status.tokens_per_s = timings["decode_tokens_per_s"] if timings else 0.0
+        self.status.context_used = (usage["prompt_tokens"] + usage["completion_tokens"]
+                                    if usage else 0)
         if done.get("dropped_turns"):
             await self.chat.add_notice(
                 f"{done['dropped_turns']} older messages did not fit the model's context "
