@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
+import fcntl
 import functools
 import logging
 import os
 import socket
 import struct
+import termios
 import threading
 import time
 import uuid
@@ -82,6 +85,49 @@ def peer_credentials(sock: socket.socket) -> Peer:
     return Peer(pid, uid, gid, tuple(groups))
 
 
+class ReadWatch:
+    """Tells a client that reads nothing from one that reads slowly, at any output rate.
+
+    Unread output sits in two places: hushd's transport buffer (payload bytes) and the kernel's
+    socket buffer, whose SIOCOUTQ for a Unix socket is the memory of the chunks the peer has
+    not read (skb truesize: 768 for a 43-byte token frame, so 64 KiB of SO_SNDBUF, doubled by
+    the kernel, holds 171 frames, 17 s of one sequence at 10 tok/s). Neither amount going up
+    says anything: at a few frames a second both grow for minutes whether the client reads or
+    not. What only a read can do is make SIOCOUTQ go down (a chunk read to its end), or let
+    the transport hand the kernel more of its buffer (the kernel takes more only once the peer
+    has freed room). So it looks before and after each write of ours, and between two looks
+    only the peer can move either amount. A look is one ioctl (about 1 us).
+    """
+
+    def __init__(self, transport: asyncio.WriteTransport, sock: socket.socket) -> None:
+        self.transport = transport
+        self.sock = sock
+        self.written = 0  # payload bytes handed to the transport
+        self.last_read = time.monotonic()
+        """When the client last had nothing unread, or was last seen taking some."""
+        self._unread_kernel = 0
+        self._flushed = 0
+
+    def _look(self) -> tuple[int, int]:
+        outq = array.array("i", [0])
+        fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ, outq)
+        return outq[0], self.written - self.transport.get_write_buffer_size()
+
+    def stalled(self) -> float:
+        """Seconds the client has had output waiting without reading any of it."""
+        unread_kernel, flushed = self._look()
+        if ((unread_kernel == 0 and flushed == self.written)
+                or unread_kernel < self._unread_kernel or flushed > self._flushed):
+            self.last_read = time.monotonic()
+        self._unread_kernel, self._flushed = unread_kernel, flushed
+        return time.monotonic() - self.last_read
+
+    def wrote(self, size: int) -> None:
+        """Record a write of ours, so that it is not mistaken for, or hide, a read."""
+        self.written += size
+        self._unread_kernel, self._flushed = self._look()
+
+
 def is_service_owner(uid: int) -> bool:
     """Root, or the uid hushd runs as: the user, or the service user under systemd."""
     return uid in (0, os.getuid())
@@ -109,32 +155,42 @@ class Connection:
         self.connected = time.monotonic()
         self.dropped = False
         # Unsent output is bounded twice over: the kernel's socket buffer, and ours, past which
-        # drain() waits; send() gives a client that reads nothing send_timeout_s to take it.
-        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
-                                                   limits.max_unsent_bytes)
+        # drain() waits; `watch_reads` cuts off a client that takes none of it for
+        # send_timeout_s, however slowly it comes.
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.max_unsent_bytes)
         writer.transport.set_write_buffer_limits(high=limits.max_unsent_bytes)
+        self.reads = ReadWatch(writer.transport, sock)
 
     # --- sending ---
 
     async def send(self, frame: object) -> None:
         if self.writer.is_closing():
             raise ConnectionResetError("client went away")
-        self.writer.write(encode(frame))
+        data = encode(frame)
+        self.reads.stalled()  # a read since the last look counts before this write hides it
+        self.writer.write(data)
+        self.reads.wrote(len(data))
+        await self.writer.drain()  # a client that never frees room is cut off by watch_reads
+
+    async def watch_reads(self) -> None:
+        """Cut the connection off once its client has read nothing for send_timeout_s."""
         timeout = self.server.settings.limits.send_timeout_s
-        try:
-            await asyncio.wait_for(self.writer.drain(), timeout)
-        except TimeoutError:
-            self.drop_slow_reader(timeout)
-            raise ConnectionResetError("the client reads nothing") from None
+        while not self.writer.is_closing():
+            await asyncio.sleep(min(1.0, timeout / 4))
+            if self.writer.is_closing():
+                return
+            if self.reads.stalled() >= timeout:
+                self.drop_slow_reader(timeout)
 
     def drop_slow_reader(self, waited: float) -> None:
         """Cancel the requests of a client that stopped reading, and cut it off."""
         if self.dropped:
             return
         self.dropped = True
-        log.warning("connection %s: the client left %d bytes unread for %g s; cancelling its "
-                    "%d requests and closing it", self.tag,
-                    self.writer.transport.get_write_buffer_size(), waited, len(self.tasks))
+        log.warning("connection %s: the client read nothing for %g s; cancelling its %d "
+                    "requests and closing it (%d bytes were waiting to be sent)", self.tag,
+                    waited, len(self.tasks), self.writer.transport.get_write_buffer_size())
         for event in self.cancels.values():
             event.set()
         # Nothing more can reach this client: drop what is queued with the socket.
@@ -148,6 +204,7 @@ class Connection:
 
     async def run(self) -> None:
         limits = self.server.settings.limits
+        watch = asyncio.create_task(self.watch_reads())
         try:
             while not self.server.stopping:
                 timeout = None if self.tasks else limits.idle_timeout_s
@@ -174,7 +231,9 @@ class Connection:
         except ConnectionError:
             pass
         finally:
+            watch.cancel()
             await self.close(limits.send_timeout_s)
+            await asyncio.wait([watch])
 
     async def close(self, flush_timeout: float) -> None:
         """Cancel what is in flight and close; output the client has not taken within

@@ -162,11 +162,47 @@ def test_clients_that_read_nothing_are_cut_off_and_others_get_answers(
         stalled.append(conn)
     answer = tiny_daemon.hush("ask", "--max-tokens", "5", "hello", timeout=60)
     assert answer.returncode == 0 and answer.stdout.strip(), answer.stderr
-    _wait_for_log(tiny_daemon, "unread for 1 s; cancelling", count=3)
+    _wait_for_log(tiny_daemon, "read nothing for 1 s; cancelling", count=3)
     assert all(_closed_by_daemon(conn) for conn in stalled)
     assert _rss_mib(tiny_daemon.process.pid) - before < 100
     status = json.loads(tiny_daemon.hush("status", "--json").stdout)
     assert status["connections"] <= 1 and status["generating"] == 0, status
+
+
+def test_a_client_that_reads_nothing_is_cut_off_before_its_buffers_fill(
+        tiny_daemon: Daemon) -> None:
+    # Buffers far larger than the answers: like the real model's ~10 tokens a second against
+    # 64 KiB, output never fills them, so only the missing reads can tell.
+    (tiny_daemon.config_dir / "hushd.yaml").write_text(
+        "limits:\n  max_unsent_bytes: 268435456\n  send_timeout_s: 1\n")
+    tiny_daemon.start()
+    stalled = RawConnection(tiny_daemon.socket)
+    stalled.send(HELLO + _chat("r0") + _chat("r1"))
+    deadline = time.monotonic() + 1 + 9
+    while True:  # reading nothing ourselves: any read would count as the client's
+        status = json.loads(tiny_daemon.hush("status", "--json").stdout)
+        if status["connections"] <= 1 and status["generating"] == 0:
+            break
+        assert time.monotonic() < deadline, f"not cut off: {status}\n{tiny_daemon.log}"
+        time.sleep(0.5)
+    assert "read nothing for 1 s; cancelling its 2 requests" in tiny_daemon.log
+    assert _closed_by_daemon(stalled)
+
+
+def test_a_client_that_reads_slowly_but_steadily_is_served(tiny_daemon: Daemon) -> None:
+    (tiny_daemon.config_dir / "hushd.yaml").write_text("limits:\n  send_timeout_s: 2\n")
+    tiny_daemon.start()
+    slow = RawConnection(tiny_daemon.socket)
+    slow.send(HELLO + _chat("slow"))
+    taken = 0
+    for _ in range(8):  # one read a second, well behind the output: 8 s, four timeouts
+        time.sleep(1)
+        chunk = slow.sock.recv(65536)
+        assert chunk, f"cut off after {taken} bytes:\n{tiny_daemon.log}"
+        taken += len(chunk)
+    assert "read nothing" not in tiny_daemon.log
+    status = json.loads(tiny_daemon.hush("status", "--json").stdout)
+    assert status["generating"] == 1, status
 
 
 def test_sigterm_exits_within_the_grace_whatever_a_stuck_client_does(
