@@ -45,8 +45,8 @@ class Limits(BaseModel):
     """Output one connection may have waiting for its client to read, in the kernel's socket
     buffer and again in hushd's own; past it, sending waits for the client."""
     send_timeout_s: float = Field(default=15.0, gt=0)
-    """A client that leaves its output past `max_unsent_bytes` unread this long has its
-    requests cancelled and its connection closed."""
+    """A client that reads none of its waiting output this long, however little there is,
+    has its requests cancelled and its connection closed."""
 
     @property
     def room_for_others(self) -> int:

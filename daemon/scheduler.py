@@ -91,6 +91,8 @@ class Scheduler:
         self._worker_count = workers
         self._workers: list[asyncio.Task[None]] = []
         self._decoding = 0  # workers with a batch in flight
+        self._decoding_for: collections.Counter[Hashable] = collections.Counter()
+        """Sequences decoding per peer, so a free worker turns first to those with fewest."""
         self.active = 0
 
     def start(self) -> None:
@@ -243,7 +245,9 @@ class Scheduler:
         progress = True
         while progress and len(batch) < limit:
             progress = False
-            for peer in list(self._queues):
+            # A peer whose batches are decoding goes after those with none: else a peer that
+            # queued first takes every worker that frees up, turn after turn.
+            for peer in sorted(self._queues, key=self._decoding_for.__getitem__):
                 waiting = self._queues[peer]
                 progress_here = False
                 for ticket in waiting:
@@ -297,6 +301,7 @@ class Scheduler:
                 ticket.started.set()
             self.active += len(batch)
             self._decoding += 1
+            self._decoding_for.update(t.peer for t in batch)
             try:
                 await asyncio.to_thread(batch[0].engine.generate, [t.job for t in batch])
             except Exception as exc:
@@ -305,6 +310,8 @@ class Scheduler:
             finally:
                 self._decoding -= 1
                 self.active -= len(batch)
+                self._decoding_for.subtract(t.peer for t in batch)
+                self._decoding_for += collections.Counter()  # drop the peers at zero
                 for ticket in batch:
                     with contextlib.suppress(RuntimeError):
                         ticket.queue.put_nowait(_DONE)

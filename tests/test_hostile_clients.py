@@ -3,16 +3,23 @@ The daemon must keep serving everyone else, and say what it refused."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from hush.daemon.engine.generator import Engine, GenerationOptions
+from hush.daemon.models import ModelHolder
+from hush.daemon.scheduler import GenerationStats, Scheduler
 
 from .conftest import Daemon, RawConnection
 
@@ -203,6 +210,84 @@ def test_a_client_that_reads_slowly_but_steadily_is_served(tiny_daemon: Daemon) 
     assert "read nothing" not in tiny_daemon.log
     status = json.loads(tiny_daemon.hush("status", "--json").stdout)
     assert status["generating"] == 1, status
+
+
+def _long_chat(request_id: str) -> bytes:
+    """An answer that runs to max_tokens: this hot, the model all but never ends its turn."""
+    return json.dumps({"id": request_id, "method": "chat",
+                       "params": {"message": "Tell me a long story.",
+                                  "options": {"max_tokens": 2000, "temperature": 3.0}}}
+                      ).encode() + b"\n"
+
+
+def _stall(socket: Path, clients: int, requests: int) -> Callable[[], str]:
+    """Open `clients` connections that each ask `requests` long answers and read nothing
+    after the daemon's hello."""
+    def steps() -> str:
+        for c in range(clients):
+            conn = RawConnection(socket)
+            conn.hello()
+            conn.send(b"".join(_long_chat(f"c{c}r{r}") for r in range(requests)))
+        return "sent"
+    return steps
+
+
+@needs_root
+def test_clients_that_read_nothing_do_not_keep_the_real_model_from_others(
+        real_daemon: Daemon) -> None:
+    # Another user, so the victim's request has its own turn in the scheduler's round robin.
+    _open_to_everyone(real_daemon, "limits:\n  send_timeout_s: 5\n")
+    with _as_user(NOBODY, _stall(real_daemon.socket, 3, 8)) as sent:
+        assert sent == "sent"
+        started = time.monotonic()
+        answer = real_daemon.hush("ask", "--max-tokens", "32", "Say hello.", timeout=120)
+        took = time.monotonic() - started
+        assert answer.returncode == 0 and answer.stdout.strip(), answer.stderr
+        # send_timeout_s for the non-readers to be cut off, then one short answer, shared.
+        assert took < 5 + 25, real_daemon.log
+        _wait_for_log(real_daemon, "read nothing for 5 s; cancelling its 8 requests", count=3)
+
+
+async def test_a_worker_that_frees_up_goes_to_a_peer_with_nothing_decoding(
+        tiny_cache: Path) -> None:
+    # The real scheduler in-process: peer 1 decodes on both workers and queued a third long
+    # answer before peer 2 asked. When one of peer 1's answers is cut off, peer 2 goes next.
+    models = ModelHolder(tiny_cache / "models", "tiny",
+                         functools.partial(Engine.load, intra_threads=1, inter_threads=2),
+                         keep_alive_s=None)
+    scheduler = Scheduler(models, max_queued=32, workers=2, max_batch=1)
+    scheduler.start()
+    stops = [threading.Event() for _ in range(4)]
+
+    async def run(peer: int, max_tokens: int, cancel: threading.Event) -> None:
+        stream = scheduler.generate(peer, [{"role": "user", "content": "go"}],
+                                    GenerationOptions(max_tokens=max_tokens), GenerationStats(),
+                                    cancel)
+        async for _piece in stream:
+            pass
+
+    async def until(condition: Callable[[], bool]) -> None:
+        for _ in range(500):
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the scheduler never got there")
+
+    hog = [asyncio.create_task(run(1, 60000, stops[i])) for i in range(2)]
+    try:
+        await until(lambda: scheduler.active == 2)
+        hog.append(asyncio.create_task(run(1, 60000, stops[2])))
+        await until(lambda: scheduler.waiting == 1)
+        other = asyncio.create_task(run(2, 2, stops[3]))
+        await until(lambda: scheduler.waiting == 2)
+        stops[0].set()  # e.g. a client cut off for reading nothing
+        await asyncio.wait_for(other, 10)
+    finally:
+        for stop in stops:
+            stop.set()
+        await asyncio.gather(*hog, return_exceptions=True)
+        await scheduler.close()
+        models.close()
 
 
 def test_sigterm_exits_within_the_grace_whatever_a_stuck_client_does(
