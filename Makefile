@@ -8,7 +8,7 @@ MODEL  ?=
 TEST_MODEL := smollm2-135m
 RUN_LOG := $(VENV)/hushd.log
 
-.PHONY: run test test-models lint install install-test model clean help bench \
+.PHONY: run test test-models lint install install-test model clean help bench redteam \
 	install-service install-user-service uninstall-service
 
 help:
@@ -19,6 +19,7 @@ help:
 	@echo "make test-arm64   arm64 end-to-end checks under qemu-user (docs/edge.md)"
 	@echo "make lint         ruff and mypy"
 	@echo "make bench        benchmarks against llama.cpp; writes docs/benchmarks.md (~30 min)"
+	@echo "make redteam      hostile frames, documents, policies and loads against hushd (~20 min)"
 	@echo "make install-service       install as a hardened system service (as root)"
 	@echo "make install-user-service  install as a systemd user service"
 
@@ -103,6 +104,12 @@ BENCH_MODELS ?= smollm2-135m gemma3-270m qwen2.5-coder-0.5b
 bench: $(VENV)/.installed-bench
 	for m in $(BENCH_MODELS); do $(BIN)/hush model pull $$m || exit 1; done
 	$(BIN)/python -m bench.run --models $$(echo $(BENCH_MODELS) | tr ' ' ',')
+
+# Hostile input against real daemons (bench/hostile/); results in bench/results/redteam.json.
+# As root, the attacks by another local user run as uid 65534. REDTEAM_ONLY=protocol,policy ...
+redteam: $(VENV)/.installed-test
+	$(BIN)/hush model pull $(TEST_MODEL)
+	$(BIN)/python -m bench.redteam --model $(TEST_MODEL) $(if $(REDTEAM_ONLY),--only $(REDTEAM_ONLY))
 
 test-models: $(VENV)/.installed-test
 	$(BIN)/pytest -m models
