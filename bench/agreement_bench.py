@@ -2,7 +2,8 @@
 
 For each model, the float32 import's next-token distributions over held-out text
 (bench/data/agreement_text.txt) are the reference, computed once on CTranslate2's own path.
-The int8 import (the cached one: SmoothQuant, and the rotation for llama models) is then run once per path of
+The int8 import (the cached one: SmoothQuant, and the rotation for llama models) is then run
+once per path of
 hush.daemon.engine.fast_paths.PATHS in a fresh process: forced AVX2 or AVX-512 kernels, GNU's
 OpenMP, MKL packed weights off, 1 or 2 threads, and a batch of 4 sequences at once. Reported:
 top-1 agreement (the share of positions where both predict the same token; the bar is 0.97)
@@ -117,8 +118,8 @@ def main() -> None:
 
     layout = CacheLayout.default()
     result: dict[str, Any] = {"machine": common.machine(), "bar": BAR, "models": {},
-                              "import": ("int8, the default import: SmoothQuant (alpha 0.5), and the "
-                                        "residual rotation for llama models")}
+                              "import": ("int8, the default import: SmoothQuant (alpha 0.5), "
+                                         "and the residual rotation for llama models")}
     for name in [m for m in args.models.split(",") if m]:
         pull(name, layout.models, layout.downloads)
         print(f"  {name}: int8 against float32", flush=True)
