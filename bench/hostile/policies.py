@@ -319,7 +319,8 @@ def _catastrophic(daemon: Hushd) -> Callable[[Check], None]:
 
 
 def _fifo_case(daemon: Hushd) -> Callable[[Check], None]:
-    """A named pipe called 60-pipe.yaml: reloads must neither hang on it nor stop."""
+    """A named pipe called 60-pipe.yaml: a reload must not hang on it, and must either refuse
+    it with an error or skip it and go on applying changes."""
     def run(check: Check) -> None:
         daemon.ensure()
         before = _policy(daemon)
@@ -333,8 +334,17 @@ def _fifo_case(daemon: Hushd) -> Callable[[Check], None]:
                 after.write_text("description: written after the pipe\n")
                 state = _settle(daemon, version, 10.0)
             sampler.judge(check, rss_bound_mb=RSS_BOUND_MB, latency_bound_ms=LATENCY_BOUND_MS)
-            if check.require(state is not None and state.get("version") != version,
-                             "the next valid change was never applied (reloads stopped)"):
+            # Either defence holds: the pipe refused with an error (previous policy kept), or
+            # skipped so that the next change applies. Silence with nothing applied does not.
+            if state is None:
+                check.fail("status stopped answering")
+            elif state.get("error"):
+                if check.require(state.get("version") == version,
+                                 "an error was reported, but the previous policy was replaced"):
+                    check.note("refused with an error, previous policy kept")
+            elif check.require(state.get("version") != version,
+                               "no error, and the next valid change was never applied "
+                               "(reloads stopped)"):
                 check.note("ignored; the next change still applied")
         finally:
             _restore(daemon, [*planted, after], version)

@@ -149,7 +149,11 @@ def _non_reading(lab: Lab) -> Callable[[Check], None]:
             child.stop()
             time.sleep(5)
             left = daemon.rss()
+            # How many of the attackers the daemon cut off (its warning says "unread"): a
+            # figure for whoever tunes the bound, not part of the verdict.
+            cut = sum("unread" in line for line in daemon.log_since(0).splitlines())
             check.figures.update(
+                attackers_cut_off=cut,
                 rss_before_mb=round(before), rss_after_60s_mb=round(after),
                 rss_peak_mb=round(max(samples, default=after)),
                 rss_after_they_left_mb=None if left is None else round(left),
